@@ -1,0 +1,150 @@
+"""``edgefleet-agent``: the device's command line.
+
+Exit codes: 0 success; 1 the graph is invalid or the run failed; 2 bad usage or an unreadable
+file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent.workflow import (
+    CompileError,
+    CompileOptions,
+    Executor,
+    InvalidInput,
+    Plan,
+    SpecError,
+    compile_workflow,
+    default_registry,
+    read_document,
+)
+
+app = typer.Typer(
+    name="edgefleet-agent",
+    help="Run edgefleet workflow graphs on this device.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SchemaDirs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--schema-dir",
+        help="Directory of JSON Schemas named by data_validation nodes (repeatable). "
+        "Default: schemas/ beside the graph and beside its directory.",
+    ),
+]
+
+
+def default_schema_dirs(graph: Path) -> tuple[Path, ...]:
+    """``schemas/`` next to the graph file, then next to its directory."""
+    here = graph.resolve().parent
+    return tuple(d for d in (here / "schemas", here.parent / "schemas") if d.is_dir())
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def load_plan(graph: Path, schema_dirs: list[Path] | None) -> Plan:
+    """Read and compile ``graph``; exits with code 2 (unreadable) or 1 (invalid)."""
+    try:
+        document = read_document(graph)
+    except SpecError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    dirs = tuple(schema_dirs) if schema_dirs else default_schema_dirs(graph)
+    try:
+        return compile_workflow(document, CompileOptions(schema_dirs=dirs))
+    except CompileError as exc:
+        _err(f"{graph}: {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def validate(
+    graph: Annotated[Path, typer.Argument(help="Workflow graph, JSON or YAML.")],
+    schema_dir: SchemaDirs = None,
+) -> None:
+    """Check a workflow graph and report every problem at once."""
+    plan = load_plan(graph, schema_dir)
+    typer.echo(f"{graph}: ok — workflow '{plan.workflow_id}' v{plan.version}, {len(plan.nodes)} nodes")
+
+
+@app.command()
+def run(
+    graph: Annotated[Path, typer.Argument(help="Workflow graph, JSON or YAML.")],
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Input document (JSON or YAML file, or - for stdin).")
+    ],
+    schema_dir: SchemaDirs = None,
+) -> None:
+    """Run a workflow once on an input document and print the run result as JSON.
+
+    Exits 0 when the run succeeded, 1 when it failed.
+    """
+    plan = load_plan(graph, schema_dir)
+    try:
+        document = read_document(input)
+    except SpecError as exc:
+        _err(f"error: input {exc}")
+        raise typer.Exit(2) from exc
+    with Executor() as executor:
+        try:
+            result = executor.run(plan, document)
+        except InvalidInput as exc:
+            _err(f"error: input {input}: {exc}")
+            raise typer.Exit(2) from exc
+    typer.echo(json.dumps(result.to_dict(), indent=2, default=_json_default, ensure_ascii=False))
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _json_default(value: Any) -> Any:
+    return repr(value)
+
+
+@app.command()
+def nodes(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the installed node types with their config JSON Schema."""
+    registry = default_registry()
+    entries: list[dict[str, Any]] = []
+    for name in registry:
+        cls = registry.get(name)
+        assert cls is not None
+        entries.append(
+            {
+                "type": name,
+                "summary": cls.summary,
+                "origin": registry.origin(name),
+                "config_schema": cls.config_model.model_json_schema(by_alias=True),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps({"nodes": entries, "load_errors": registry.load_errors}, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("type", "summary", "config fields", "origin")
+        for entry in entries:
+            fields = ", ".join(entry["config_schema"].get("properties", {}))
+            table.add_row(entry["type"], entry["summary"], fields, entry["origin"])
+        Console().print(table)
+    for line in registry.load_errors:
+        _err(f"warning: {line}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,41 @@
+"""``emit``: hand an event to the run's event sink (and the run result)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.workflow.config_types import TemplateValue
+from agent.workflow.context import Event, RunContext
+from agent.workflow.node import Node
+
+
+class EmitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="Event type, e.g. 'part_rejected'.")
+    severity: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    payload: TemplateValue = Field(
+        None, validate_default=True, description="Event payload (a template, like transform's output)."
+    )
+
+
+class Emit(Node[EmitConfig]):
+    type_name = "emit"
+    config_model = EmitConfig
+    summary = "Emits an event (type, severity, payload) to the run's event sink."
+
+    def run(self, ctx: RunContext) -> Event:
+        event: dict[str, Any] = {
+            "type": self.config.event,
+            "severity": self.config.severity,
+            "node": self.node_id,
+            "run_id": ctx.run_id,
+            "workflow": {"id": ctx.workflow_id, "version": ctx.workflow_version},
+            "time": time.time(),
+            "payload": self.config.payload.render(ctx),
+        }
+        ctx.emit(event)
+        return event

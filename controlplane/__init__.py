@@ -1,0 +1,1 @@
+"""edgefleet control plane: manages the fleet of devices (the operator's side)."""

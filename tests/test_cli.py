@@ -1,0 +1,109 @@
+"""``edgefleet-agent validate | run | nodes`` and ``edgefleet demo``, as a user calls them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli import app as agent_app
+from controlplane.cli import app as operator_app
+from tests.conftest import EXAMPLES
+
+runner = CliRunner()
+ROUTING = str(EXAMPLES / "workflows" / "order_routing.yaml")
+
+
+def test_validate_ok() -> None:
+    result = runner.invoke(agent_app, ["validate", ROUTING])
+    assert result.exit_code == 0
+    assert "ok — workflow 'order_routing' v1, 6 nodes" in result.output
+
+
+def test_validate_lists_every_error_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "id": "bad",
+                "nodes": [
+                    {"id": "a", "type": "mystery"},
+                    {"id": "b", "type": "transform", "config": {"output": "$.["}},
+                ],
+                "edges": [{"source": "a", "target": "c"}],
+            }
+        )
+    )
+    result = runner.invoke(agent_app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "3 problem(s)" in result.output
+    assert "node 'a', type: unknown node type 'mystery'" in result.output
+    assert "node 'b', config.output" in result.output
+    assert "edges[0].target" in result.output
+
+
+def test_validate_malformed_file_names_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\nnodes: [\n")
+    result = runner.invoke(agent_app, ["validate", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}:3:1:" in result.output
+
+
+def test_run_prints_the_result_and_exit_code_follows_the_run(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(
+        json.dumps(
+            {
+                "product": {"id": "P1001"},
+                "quantity": 3,
+                "order": {"amount": 1500},
+                "customer": {"type": "VIP"},
+            }
+        )
+    )
+    result = runner.invoke(agent_app, ["run", ROUTING, "--input", str(good)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["status"] == "succeeded"
+    assert document["branches"] == {"route": "apply_premium_service"}
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"product": {"id": "nope"}, "quantity": 3}))
+    result = runner.invoke(agent_app, ["run", ROUTING, "--input", str(bad)])
+    assert result.exit_code == 1
+    assert json.loads(result.output)["error"]["node"] == "input_validator"
+
+
+def test_run_reads_stdin_and_rejects_garbage() -> None:
+    result = runner.invoke(agent_app, ["run", ROUTING, "--input", "-"], input="[1, 2")
+    assert result.exit_code == 2
+    assert "<stdin>:1:" in result.output
+    result = runner.invoke(agent_app, ["run", ROUTING, "--input", "-"], input="[1, 2]")
+    assert result.exit_code == 2
+    assert "must be a JSON object" in result.output
+
+
+@pytest.mark.slow
+def test_console_scripts_are_installed() -> None:
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(
+        [str(bin_dir / "edgefleet-agent"), "validate", ROUTING], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [str(bin_dir / "edgefleet"), "demo", "--examples", str(EXAMPLES)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "order_routing" in done.stdout
+
+
+def test_demo_runs_every_example() -> None:
+    result = runner.invoke(operator_app, ["demo", "--examples", str(EXAMPLES)])
+    assert result.exit_code == 0, result.output
+    for name in ("order_routing", "line_sensor_check", "faq_cache"):
+        assert name in result.output
