@@ -56,6 +56,8 @@ class PlannedNode:
     """For a routing node, successor id → index."""
     success_succs: tuple[int, ...]
     """Successors that run when the node succeeds (all but the error-route target)."""
+    concurrent: bool
+    """Overlap with other ready nodes on the worker pool (``Node.concurrent``)."""
 
 
 @dataclass(frozen=True)
@@ -535,6 +537,7 @@ def _plan(
                 error_target=error_target,
                 routes=routes,
                 success_succs=tuple(s for s in node_succs if s != error_target),
+                concurrent=type(impl).concurrent,
             )
         )
     entries = tuple(p.index for p in planned if not p.preds)

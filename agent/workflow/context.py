@@ -23,8 +23,8 @@ class RunContext:
     """
 
     __slots__ = (
+        "_cancelled",
         "_sink",
-        "cancelled",
         "events",
         "input",
         "outputs",
@@ -49,7 +49,17 @@ class RunContext:
         self.outputs: dict[str, Any] = {}
         self.events: list[Event] = []
         self._sink = sink
-        self.cancelled = threading.Event()
+        self._cancelled: threading.Event | None = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the run has failed or given up on this node; long-running nodes may poll it
+        (or ``wait`` on it) to stop early. Created on first use by the run's own thread, before
+        any node runs on another thread."""
+        event = self._cancelled
+        if event is None:
+            event = self._cancelled = threading.Event()
+        return event
 
     def emit(self, event: Event) -> None:
         """Record an event for this run and hand it to the run's sink, if any.

@@ -1,9 +1,11 @@
 """Run compiled plans.
 
 One ``Executor`` serves any number of runs, from any number of threads. A run executes on the
-caller's thread; when several nodes are ready at once, all but one go to the executor's bounded
-worker pool, so independent nodes that release the GIL (inference, image work, I/O) overlap.
-A node with a timeout always runs on the pool, watched by the run's thread: when its time is up
+caller's thread. When several nodes are ready at once, the ``concurrent`` ones (those that
+release the GIL: inference, image work, I/O) go to the executor's bounded worker pool and
+overlap with the rest; pure-Python nodes stay on the run's thread, since under the GIL a thread
+hand-off would only add cost. A node with a timeout always runs on the pool, watched by the
+run's thread: when its time is up
 the run stops waiting for it and applies its error policy. Python cannot kill a thread, so a
 timed-out node keeps its worker until it returns; ``RunContext.cancelled`` is set for nodes
 that want to stop early.
@@ -14,8 +16,9 @@ reported in the ``RunResult``. It raises ``InvalidInput`` for an input that cann
 
 from __future__ import annotations
 
+import itertools
 import math
-import uuid
+import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +86,9 @@ class Executor:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = Lock()
         self._closed = False
+        # run ids: a random per-executor prefix and a counter, unique without a uuid per run
+        self._run_prefix = os.urandom(8).hex()
+        self._run_counter = itertools.count()
 
     def __enter__(self) -> Executor:
         return self
@@ -121,13 +127,15 @@ class Executor:
         run_id: str | None = None,
     ) -> RunResult:
         """Run ``plan`` once on the ``input`` document and return its result."""
+        if self._closed:
+            raise RuntimeError("executor is closed")
         if not isinstance(input, dict):
             raise InvalidInput(f"run input must be a JSON object, got {type(input).__name__}")
         if "nodes" in input:
             raise InvalidInput("run input must not have a top-level 'nodes' key: $.nodes holds node outputs")
         started = perf_counter()
         ctx = RunContext(
-            run_id=run_id or uuid.uuid4().hex,
+            run_id=run_id or f"{self._run_prefix}{next(self._run_counter):016x}",
             workflow_id=plan.workflow_id,
             workflow_version=plan.version,
             input=input,
@@ -139,7 +147,7 @@ class Executor:
         runs: dict[str, NodeRun] = {}
         branches: dict[str, str | None] = {}
         outputs = ctx.outputs
-        ready = deque(plan.entries)
+        ready: deque[int] = deque()
         inflight: dict[int, float] = {}
         completions: SimpleQueue[tuple[int, _Outcome]] | None = None
         failure: ErrorInfo | None = None
@@ -185,7 +193,7 @@ class Executor:
                 pending[succ] -= 1
                 if pending[succ] == 0:
                     if active[succ]:
-                        ready.append(succ)
+                        enqueue(succ)
                     else:
                         skipped.append(succ)
             while skipped:
@@ -196,19 +204,29 @@ class Executor:
                     pending[succ] -= 1
                     if pending[succ] == 0:
                         if active[succ]:
-                            ready.append(succ)
+                            enqueue(succ)
                         else:
                             skipped.append(succ)
 
+        def enqueue(index: int) -> None:
+            # concurrent nodes first, so that they are on the pool while the others run inline
+            if nodes[index].concurrent:
+                ready.appendleft(index)
+            else:
+                ready.append(index)
+
+        for index in plan.entries:
+            enqueue(index)
         while True:
             while ready and failure is None:
                 index = ready.popleft()
                 node = nodes[index]
-                if node.timeout_s is None and not ready:
+                if node.timeout_s is None and not (node.concurrent and ready):
                     settle(index, *_execute(node, ctx))
                     continue
                 if completions is None:
                     completions = SimpleQueue()
+                    ctx.cancelled  # noqa: B018 - create it here, before any other thread can
                 inflight[index] = monotonic() + node.timeout_s if node.timeout_s is not None else math.inf
                 self._submit(_worker(index, node, ctx, completions))
             if failure is not None or not inflight:

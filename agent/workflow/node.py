@@ -24,6 +24,10 @@ Contract:
   set ``retryable`` when trying again can help.
 - ``branch_targets`` names the successors a routing node may choose, so the compiler can check
   them.
+- ``concurrent`` says that ``run`` spends its time outside the GIL (native inference, image
+  codecs, I/O, sleeping). The executor overlaps such nodes with other ready nodes on its worker
+  pool; pure-Python nodes run on the run's own thread, where a thread hand-off would only add
+  cost.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class Node(Generic[ConfigT]):
     type_name: ClassVar[str]
     config_model: ClassVar[type[BaseModel]]
     summary: ClassVar[str] = ""
+    concurrent: ClassVar[bool] = False
 
     def __init__(self, config: ConfigT, setup: NodeSetup) -> None:
         self.config = config

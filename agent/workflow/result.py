@@ -28,7 +28,7 @@ class ErrorInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeRun:
     """One node's outcome in a run. ``handled`` is the error policy (``continue`` or ``route``)
     that absorbed a failure, if any."""
@@ -53,6 +53,7 @@ class NodeRun:
 
 
 SKIPPED = NodeRun("skipped")
+"""Shared by every skipped node: treat ``NodeRun`` objects as read-only."""
 CANCELLED = NodeRun("cancelled")
 
 

@@ -368,8 +368,8 @@ def test_cancelled_flag_is_set_for_nodes_still_running_when_a_run_fails(
     assert watcher.seen.get(timeout=5) is True  # type: ignore[attr-defined]
 
 
-def test_closed_executor_refuses_parallel_work(compile_graph: Compile) -> None:
-    plan = compile_graph(graph([transform("a"), transform("b")]))
+def test_closed_executor_refuses_work(compile_graph: Compile) -> None:
+    plan = compile_graph(graph([node("a", "test_sleep"), node("b", "test_sleep")]))
     executor = Executor(max_workers=1)
     assert executor.run(plan, {}).ok
     executor.close()

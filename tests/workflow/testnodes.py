@@ -24,6 +24,7 @@ class Sleep(Node[SleepConfig]):
 
     type_name = "test_sleep"
     config_model = SleepConfig
+    concurrent = True
 
     def run(self, ctx: RunContext) -> Any:
         time.sleep(self.config.seconds)
@@ -74,6 +75,7 @@ class Rendezvous(Node[BarrierConfig]):
 
     type_name = "test_rendezvous"
     config_model = BarrierConfig
+    concurrent = True
 
     def run(self, ctx: RunContext) -> Any:
         barrier = _BARRIERS.setdefault(id(ctx), threading.Barrier(self.config.parties))
