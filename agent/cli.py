@@ -19,6 +19,7 @@ from agent.workflow import (
     InvalidInput,
     Plan,
     SpecError,
+    builtin_registry,
     compile_workflow,
     default_registry,
     read_document,
@@ -112,8 +113,16 @@ def _json_default(value: Any) -> Any:
 @app.command()
 def nodes(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the node reference as Markdown (docs/nodes.md).")
+    ] = False,
 ) -> None:
     """List the installed node types with their config JSON Schema."""
+    if markdown:
+        from agent.workflow.reference import node_reference
+
+        typer.echo(node_reference(builtin_registry()), nl=False)
+        return
     registry = default_registry()
     entries: list[dict[str, Any]] = []
     for name in registry:

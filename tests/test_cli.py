@@ -107,3 +107,11 @@ def test_demo_runs_every_example() -> None:
     assert result.exit_code == 0, result.output
     for name in ("order_routing", "line_sensor_check", "faq_cache"):
         assert name in result.output
+
+
+def test_node_reference_in_docs_is_up_to_date() -> None:
+    result = runner.invoke(agent_app, ["nodes", "--markdown"])
+    assert result.exit_code == 0
+    assert (EXAMPLES.parent / "docs" / "nodes.md").read_text() == result.output, (
+        "docs/nodes.md is stale: run `.venv/bin/edgefleet-agent nodes --markdown > docs/nodes.md`"
+    )

@@ -58,8 +58,13 @@ class Rule(BaseModel):
 class ConditionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    conditions: list[Rule] = Field(min_length=1)
-    missing: Literal["error", "null"] = "error"
+    conditions: list[Rule] = Field(
+        min_length=1,
+        description="Rules in order: {when: <expression>, then: <successor id>}, optionally a last {else: <id>}.",
+    )
+    missing: Literal["error", "null"] = Field(
+        "error", description="A path that matches nothing: fail the node naming it, or read it as null."
+    )
 
     @field_validator("conditions")
     @classmethod

@@ -16,7 +16,9 @@ class EmitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$", description="Event type, e.g. 'part_rejected'.")
-    severity: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    severity: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="How urgent the event is."
+    )
     payload: TemplateValue = Field(
         None, validate_default=True, description="Event payload (a template, like transform's output)."
     )
