@@ -60,7 +60,8 @@ class ConditionConfig(BaseModel):
 
     conditions: list[Rule] = Field(
         min_length=1,
-        description="Rules in order: {when: <expression>, then: <successor id>}, optionally a last {else: <id>}.",
+        description="Rules in order: {when: <expression>, then: <successor id>}, "
+        "optionally a last {else: <id>}.",
     )
     missing: Literal["error", "null"] = Field(
         "error", description="A path that matches nothing: fail the node naming it, or read it as null."

@@ -53,13 +53,19 @@ class RunContext:
 
     @property
     def cancelled(self) -> threading.Event:
-        """Set when the run has failed or given up on this node; long-running nodes may poll it
-        (or ``wait`` on it) to stop early. Created on first use by the run's own thread, before
+        """Set when the run has failed or is over; long-running nodes may poll it (or ``wait``
+        on it) to stop early. Created on first use by the run's own thread, before
         any node runs on another thread."""
         event = self._cancelled
         if event is None:
             event = self._cancelled = threading.Event()
         return event
+
+    def close(self) -> None:
+        """Mark the run as over: nodes still running (abandoned after a timeout) see
+        ``cancelled`` set and stop retrying."""
+        if self._cancelled is not None:
+            self._cancelled.set()
 
     def emit(self, event: Event) -> None:
         """Record an event for this run and hand it to the run's sink, if any.

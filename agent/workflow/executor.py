@@ -186,27 +186,20 @@ class Executor:
                 propagate(node, (node.error_target,) if node.error_target is not None else ())
 
         def propagate(node: PlannedNode, taken: tuple[int, ...]) -> None:
-            skipped: list[int] = []
             for succ in node.succs:
                 if succ in taken:
                     active[succ] += 1
-                pending[succ] -= 1
-                if pending[succ] == 0:
+            released = [node.succs]
+            while released:
+                for succ in released.pop():
+                    pending[succ] -= 1
+                    if pending[succ]:
+                        continue
                     if active[succ]:
                         enqueue(succ)
-                    else:
-                        skipped.append(succ)
-            while skipped:
-                index = skipped.pop()
-                skipped_node = nodes[index]
-                runs[skipped_node.id] = SKIPPED
-                for succ in skipped_node.succs:
-                    pending[succ] -= 1
-                    if pending[succ] == 0:
-                        if active[succ]:
-                            enqueue(succ)
-                        else:
-                            skipped.append(succ)
+                    else:  # every edge into it is inactive: skip it, and release what follows
+                        runs[nodes[succ].id] = SKIPPED
+                        released.append(nodes[succ].succs)
 
         def enqueue(index: int) -> None:
             # concurrent nodes first, so that they are on the pool while the others run inline
@@ -246,8 +239,8 @@ class Executor:
             if inflight.pop(index, None) is not None:
                 settle(index, *outcome)
 
+        ctx.close()
         if failure is not None:
-            ctx.cancelled.set()
             for node in nodes:
                 runs.setdefault(node.id, CANCELLED)
         return RunResult(

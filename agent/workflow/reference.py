@@ -67,8 +67,11 @@ def node_reference(registry: NodeRegistry) -> str:
         for field, spec in schema.get("properties", {}).items():
             default = (json.dumps(spec["default"]) if "default" in spec else "").replace("|", "\\|")
             description = (spec.get("description") or "").replace("|", "\\|").replace("\n", " ")
-            constraints = [f"{key} {spec[key]}" for key in ("minimum", "maximum", "exclusiveMinimum",
-                                                            "minItems", "pattern") if key in spec]
+            constraints = [
+                f"{key} {spec[key]}"
+                for key in ("minimum", "maximum", "exclusiveMinimum", "minItems", "pattern")
+                if key in spec
+            ]
             if constraints:
                 description = f"{description} ({', '.join(constraints)})".strip()
             lines.append(

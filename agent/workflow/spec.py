@@ -125,8 +125,12 @@ def parse_document(text: str, *, source: str, fmt: Literal["json", "yaml"] | Non
             raise SpecError(exc.msg, source=source, line=exc.lineno, column=exc.colno) from exc
         except _DuplicateKey as exc:
             raise SpecError(str(exc), source=source) from exc
+        except RecursionError as exc:
+            raise SpecError("nested too deeply", source=source) from exc
     try:
         return yaml.safe_load(text)
+    except RecursionError as exc:
+        raise SpecError("nested too deeply", source=source) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = " ".join(filter(None, [exc.context, exc.problem]))

@@ -95,3 +95,9 @@ def test_missing_and_binary_files_are_clear_errors(tmp_path: Path) -> None:
 def test_json_numbers_and_unicode_survive_loading() -> None:
     document = parse_document(json.dumps({"id": "ü", "v": 1e-3}), source="x.json")
     assert document == {"id": "ü", "v": 0.001}
+
+
+@pytest.mark.parametrize(("name", "text"), [("deep.json", "[" * 100_000), ("deep.yaml", "[" * 100_000)])
+def test_absurd_nesting_is_a_clear_error(name: str, text: str) -> None:
+    with pytest.raises(SpecError):
+        parse_document(text, source=name)
