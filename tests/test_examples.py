@@ -1,19 +1,20 @@
-"""Every example workflow compiles; the brief's order_processing runs once a model node exists."""
+"""Every example workflow compiles and runs; the brief's order_processing runs on a real ONNX model."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
 
+from agent.inference.backend import BackendOptions
+from agent.inference.onnxruntime_backend import OnnxRuntimeBackend
+from agent.inference.runtime import ModelRuntime
+from agent.inference.store import ModelStore
 from agent.workflow import (
     CompileError,
     CompileOptions,
     Executor,
-    JsonPath,
-    Node,
-    RunContext,
     builtin_registry,
     compile_workflow,
     read_document,
@@ -32,31 +33,27 @@ def test_example_compiles_and_runs_its_inputs(path: Any, executor: Executor) -> 
     assert any(result.ok for result in results)
 
 
-class PriceTableConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model_id: str
-    input_mapping: dict[str, JsonPath]
-
-
-class PriceTable(Node[PriceTableConfig]):
-    """A stand-in for the inference runtime's model_inference: unit price × quantity."""
-
-    type_name = "model_inference"
-    config_model = PriceTableConfig
-    PRICES: ClassVar[dict[str, float]] = {"P1001": 19.5}
-
-    def run(self, ctx: RunContext) -> dict[str, float]:
-        inputs = {name: path.resolve(ctx) for name, path in self.config.input_mapping.items()}
-        return {"calculated_price": self.PRICES[inputs["product_id"]] * inputs["quantity"]}
-
-
-def test_brief_order_processing_compiles_and_runs_with_a_model_node(executor: Executor) -> None:
+def test_brief_order_processing_runs_end_to_end_on_the_pricing_model(
+    tmp_path: Path, executor: Executor
+) -> None:
     document = read_document(EXAMPLES / "workflows" / "order_processing.json")
-    with pytest.raises(CompileError, match="unknown node type 'model_inference'"):
-        compile_workflow(document, OPTIONS)
-    registry = builtin_registry()
-    registry.register(PriceTable)
-    plan = compile_workflow(document, CompileOptions(registry=registry, schema_dirs=OPTIONS.schema_dirs))
+    store = ModelStore(tmp_path / "models")
+    store.install(EXAMPLES / "models" / "pricing_model_v3.onnx", "pricing_model_v3", "3")
+    runtime = ModelRuntime(store, [OnnxRuntimeBackend()], BackendOptions(max_batch=1))
+    options = CompileOptions(
+        registry=OPTIONS.registry, schema_dirs=OPTIONS.schema_dirs, resources={"models": runtime}
+    )
+    plan = compile_workflow(document, options)
     result = executor.run(plan, {"product": {"id": "P1001"}, "quantity": 3})
-    assert result.ok
-    assert result.outputs["price_calculator"] == {"calculated_price": 58.5}
+    assert result.ok, result.error
+    assert result.outputs["price_calculator"]["calculated_price"].item() == pytest.approx(58.5)
+    rejected = executor.run(plan, {"product": {"id": "P1001"}, "quantity": 0})
+    assert rejected.error is not None
+    assert rejected.error.node == "input_validator"
+    runtime.close()
+
+
+def test_without_a_model_store_order_processing_says_so(tmp_path: Path) -> None:
+    document = read_document(EXAMPLES / "workflows" / "order_processing.json")
+    with pytest.raises(CompileError, match="no model store is configured"):
+        compile_workflow(document, OPTIONS)

@@ -8,6 +8,9 @@ from agent.nodes.cache import CacheNode
 from agent.nodes.condition import ConditionNode
 from agent.nodes.data_validation import DataValidation
 from agent.nodes.emit import Emit
+from agent.nodes.inference import ModelInference
+from agent.nodes.postprocess import AnomalyMap, Classify, Detect
+from agent.nodes.threshold import Threshold
 from agent.nodes.transform import Transform
 from agent.workflow.node import Node
 
@@ -17,6 +20,11 @@ BUILTIN_NODES: tuple[type[Node[Any]], ...] = (
     ConditionNode,
     CacheNode,
     Emit,
+    ModelInference,
+    Classify,
+    Detect,
+    AnomalyMap,
+    Threshold,
 )
 
 __all__ = ["BUILTIN_NODES"]

@@ -1,0 +1,78 @@
+"""Live threshold sets: named, versioned, changed while workflows run.
+
+A ``threshold`` node reads its set on every run, so a change (from the control plane's desired
+state or the device API's ``SetThreshold``) applies to the very next frame without reloading a
+model or recompiling a workflow. A set is replaced whole, atomically: a run sees either the old
+values or the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class ThresholdSet:
+    name: str
+    version: int
+    values: Mapping[str, float] = field(default_factory=dict)
+
+    def for_class(self, label: str | None) -> float | None:
+        """The threshold of ``label``, else the set's ``default``; ``None`` when neither."""
+        if label is not None and label in self.values:
+            return self.values[label]
+        return self.values.get("default")
+
+
+Listener = Callable[[ThresholdSet], None]
+
+
+class ThresholdStore:
+    """Thread-safe registry of threshold sets."""
+
+    def __init__(self) -> None:
+        self._sets: dict[str, ThresholdSet] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    def get(self, name: str) -> ThresholdSet | None:
+        return self._sets.get(name)
+
+    def put(self, name: str, values: Mapping[str, float], version: int | None = None) -> ThresholdSet:
+        """Replace set ``name``. ``version`` defaults to one more than the current one; an
+        older version than the current one is refused (a late, stale update)."""
+        for key, value in values.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"threshold '{name}.{key}' must be a finite number, got {value!r}")
+        with self._lock:
+            current = self._sets.get(name)
+            newest = current.version if current else 0
+            if version is None:
+                version = newest + 1
+            elif version < newest:
+                raise ValueError(
+                    f"threshold set '{name}' is at version {newest}; refusing older version {version}"
+                )
+            updated = ThresholdSet(name, version, MappingProxyType({k: float(v) for k, v in values.items()}))
+            self._sets[name] = updated
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(updated)
+        return updated
+
+    def set_one(self, name: str, key: str, value: float) -> ThresholdSet:
+        """Change one threshold of a set (a local override), bumping its version."""
+        current = self.get(name)
+        values = dict(current.values) if current else {}
+        values[key] = value
+        return self.put(name, values)
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def snapshot(self) -> dict[str, ThresholdSet]:
+        return dict(self._sets)
