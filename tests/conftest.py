@@ -22,6 +22,28 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
+def _gpu_missing() -> str | None:
+    """Why the ``gpu`` tests cannot run here, or ``None`` when they can."""
+    try:
+        import pycuda.driver as cuda
+        import tensorrt  # noqa: F401
+
+        cuda.init()
+        if cuda.Device.count() == 0:
+            return "no CUDA device"
+    except Exception as exc:  # ImportError, or a CUDA driver error
+        return f"no NVIDIA GPU stack: {exc}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    reason = _gpu_missing() if gpu_items else None
+    if reason is not None:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=f"gpu test: {reason}"))
+
+
 @pytest.fixture
 def registry() -> NodeRegistry:
     """The built-in node types plus the engine tests' own (sleep, flaky, rendezvous, crash)."""
