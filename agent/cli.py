@@ -151,6 +151,36 @@ def nodes(
         _err(f"warning: {line}")
 
 
+@app.command()
+def profile(
+    name: Annotated[
+        str | None, typer.Option("--profile", help="Use this profile instead of detecting one.")
+    ] = None,
+    profiles_dir: Annotated[
+        Path | None,
+        typer.Option("--profiles-dir", help="Directory of profile YAML files. Default: device_profiles/."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show this device's profile, why it was chosen, and its inference defaults.
+
+    Exits 2 when the profiles directory is invalid or --profile names no profile.
+    """
+    from agent.profiles import DeviceFacts, ProfileError, bundled_profiles_dir, load_profiles, select_profile
+    from agent.profiles.report import render_json, render_text
+
+    try:
+        profiles = load_profiles(bundled_profiles_dir(profiles_dir))
+        detection = select_profile(profiles, DeviceFacts.probe(), name)
+    except ProfileError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(render_json(detection), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(render_text(detection))
+
+
 def main() -> None:
     app()
 
