@@ -181,6 +181,85 @@ def profile(
         typer.echo(render_text(detection))
 
 
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Agent config (YAML).")] = Path(
+        "/etc/edgefleet/agent.yaml"
+    ),
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the agent: frame sources feed the configured workflows until SIGTERM, then in-flight
+    runs drain. Prints a summary per workflow (JSON) on exit."""
+    import logging
+
+    from pydantic import ValidationError
+
+    from agent.config import DEFAULT_CONFIG, load_settings
+    from agent.daemon import Agent
+    from agent.inference.errors import InferenceError
+    from agent.profiles import ProfileError
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # no file at the default place: the settings come from the environment alone
+        settings = load_settings(None if config == DEFAULT_CONFIG and not config.exists() else config)
+    except SpecError as exc:
+        _err(f"error: config {exc}")
+        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        _err(f"error: config {config}: {problems}")
+        raise typer.Exit(2) from exc
+    try:
+        summary = Agent(settings).serve()
+    except CompileError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    except (ProfileError, InferenceError, SpecError) as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps({"device_id": settings.device_id, "workflows": summary}, indent=2))
+
+
+model_app = typer.Typer(help="The device's model store.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+StoreDir = Annotated[
+    Path, typer.Option("--data-dir", help="Agent data directory (the store is its models/ folder).")
+]
+
+
+@model_app.command("install")
+def model_install(
+    file: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model_id: Annotated[str, typer.Option("--id", help="Model name, e.g. surface_inspection.")],
+    version: Annotated[str, typer.Option("--version", help="Model version, e.g. 1 or 2.1.0.")],
+    data_dir: StoreDir = Path("/var/lib/edgefleet"),
+) -> None:
+    """Verify and install an ONNX model into the store (atomic; versions are immutable)."""
+    from agent.inference.errors import InferenceError
+    from agent.inference.store import ModelStore
+
+    try:
+        record = ModelStore(data_dir / "models").install(file, model_id, version)
+    except FileNotFoundError as exc:
+        _err(f"error: {file}: file not found")
+        raise typer.Exit(2) from exc
+    except InferenceError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(record.to_dict(), indent=2))
+
+
+@model_app.command("list")
+def model_list(data_dir: StoreDir = Path("/var/lib/edgefleet")) -> None:
+    """List installed models and versions."""
+    from agent.inference.store import ModelStore
+
+    for record in ModelStore(data_dir / "models"):
+        typer.echo(f"{record.model_id}\t{record.version}\t{record.sha256[:12]}\t{record.size} bytes")
+
+
 def main() -> None:
     app()
 

@@ -85,3 +85,44 @@ def test_every_frame_is_run_and_recorded_then_the_agent_stops(tmp_path: Path) ->
     assert {json.loads(line)["outputs"]["facts"]["seq"] for line in lines} == set(range(25))
     assert agent.profile is not None
     assert agent.profile.name == "x86-cpu"
+
+
+@pytest.mark.slow
+def test_sigterm_drains_in_flight_runs_and_exits_cleanly(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_config(tmp_path)
+    config = yaml.safe_load(path.read_text())
+    config["workflows"][0]["sources"] = [{"type": "synthetic", "fps": 40, "encode": "raw"}]  # endless camera
+    path.write_text(yaml.safe_dump(config))
+    cli = Path(sys.executable).parent / "edgefleet-agent"
+    process = subprocess.Popen(
+        [str(cli), "serve", "--config", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    results = tmp_path / "results.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not results.exists() or len(results.read_text().splitlines()) < 5):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    summary = json.loads(stdout)
+    (workflow,) = summary["workflows"]
+    assert workflow["runs"] >= 5
+    assert workflow["runs"] == len(results.read_text().splitlines())  # every accepted frame was run
+    assert workflow["failed"] == 0
+
+
+def test_serve_reports_a_bad_config_and_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    bad = tmp_path / "agent.yaml"
+    bad.write_text("device_id: 'has spaces'\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "device_id" in result.output
