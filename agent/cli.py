@@ -260,6 +260,81 @@ def model_list(data_dir: StoreDir = Path("/var/lib/edgefleet")) -> None:
         typer.echo(f"{record.model_id}\t{record.version}\t{record.sha256[:12]}\t{record.size} bytes")
 
 
+def _labelled(directory: Path) -> tuple[list[Path], list[bool]]:
+    """Images of a labelled folder: ``labels.csv`` with columns ``file`` and ``defective``."""
+    import csv
+
+    with (directory / "labels.csv").open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    return [directory / row["file"] for row in rows], [
+        row["defective"].lower() in ("1", "true") for row in rows
+    ]
+
+
+@model_app.command("quantize")
+def model_quantize(
+    model: Annotated[Path, typer.Argument(help="FP32 ONNX model.")],
+    calibration: Annotated[Path, typer.Option("--calibration", help="Folder of sample images.")],
+    output: Annotated[Path | None, typer.Option(help="Where to write it (default: MODEL.int8.onnx).")] = None,
+    evaluate: Annotated[
+        Path | None,
+        typer.Option("--eval", help="Labelled folder (labels.csv: file, defective) for accuracy."),
+    ] = None,
+    roi: Annotated[str | None, typer.Option(help="Crop x,y,w,h before resizing, e.g. 280,0,720,720.")] = None,
+    size: Annotated[int, typer.Option(help="Model input size (square).")] = 224,
+    limit: Annotated[int, typer.Option(help="Calibration images to use at most.")] = 256,
+    score_output: Annotated[str, typer.Option(help="Model output holding the image score.")] = "score",
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write an FP16 model for GPU targets.")] = False,
+) -> None:
+    """Write an INT8 (static, QDQ, per-channel) model and compare it with the FP32 one."""
+    from agent.inference.quantize import (
+        Preprocess,
+        auroc,
+        convert_fp16,
+        image_files,
+        measure_speed,
+        quantize_int8,
+        scores,
+    )
+
+    box = tuple(int(v) for v in roi.split(",")) if roi else None
+    if box is not None and len(box) != 4:
+        _err("error: --roi takes x,y,w,h")
+        raise typer.Exit(2)
+    preprocess = Preprocess(size=(size, size), roi=box)
+    files = image_files(calibration, limit)
+    if not files:
+        _err(f"error: no images under {calibration}")
+        raise typer.Exit(2)
+    output = output or model.with_suffix(".int8.onnx")
+    quantize_int8(model, output, (preprocess(path) for path in files))
+    sample = preprocess(files[0])
+    report: dict[str, Any] = {
+        "fp32": {"file": str(model), "bytes": model.stat().st_size},
+        "int8": {"file": str(output), "bytes": output.stat().st_size},
+    }
+    for name, path in (("fp32", model), ("int8", output)):
+        for batch in (1, 8):
+            speed = measure_speed(path, sample, batch=batch)
+            report[name][f"batch{batch}"] = {
+                "median_ms": round(speed.median_ms, 2),
+                "p99_ms": round(speed.p99_ms, 2),
+                "images_per_s": round(speed.images_per_s, 1),
+            }
+    report["int8"]["size_ratio"] = round(output.stat().st_size / model.stat().st_size, 3)
+    report["int8"]["speedup_batch8"] = round(
+        report["int8"]["batch8"]["images_per_s"] / report["fp32"]["batch8"]["images_per_s"], 2
+    )
+    if evaluate is not None:
+        paths, truth = _labelled(evaluate)
+        tensors = [preprocess(path) for path in paths]
+        for name, path in (("fp32", model), ("int8", output)):
+            report[name]["auroc"] = round(auroc(scores(path, tensors, score_output), truth), 4)
+    if fp16:
+        report["fp16"] = {"file": str(convert_fp16(model, model.with_suffix(".fp16.onnx")))}
+    typer.echo(json.dumps(report, indent=2))
+
+
 def main() -> None:
     app()
 
