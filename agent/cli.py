@@ -260,6 +260,20 @@ def model_list(data_dir: StoreDir = Path("/var/lib/edgefleet")) -> None:
         typer.echo(f"{record.model_id}\t{record.version}\t{record.sha256[:12]}\t{record.size} bytes")
 
 
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write frames, masks and labels.csv to.")],
+    count: Annotated[int, typer.Option(help="Frames to write.")] = 100,
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same frames).")] = 0,
+    defect_rate: Annotated[float, typer.Option(help="Share of defective parts.")] = 0.5,
+) -> None:
+    """Write synthetic inspection frames (textured parts with labelled defects) to a folder."""
+    from agent.sources.synthetic import write_dataset
+
+    write_dataset(out, count, seed=seed, defect_rate=defect_rate)
+    typer.echo(f"{count} frames in {out} (labels.csv lists defect, material, defective)")
+
+
 def _labelled(directory: Path) -> tuple[list[Path], list[bool]]:
     """Images of a labelled folder: ``labels.csv`` with columns ``file`` and ``defective``."""
     import csv

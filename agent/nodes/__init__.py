@@ -8,6 +8,7 @@ from agent.nodes.cache import CacheNode
 from agent.nodes.condition import ConditionNode
 from agent.nodes.data_validation import DataValidation
 from agent.nodes.emit import Emit
+from agent.nodes.image import Crop, ImageDecode, Normalize, Resize
 from agent.nodes.inference import ModelInference
 from agent.nodes.postprocess import AnomalyMap, Classify, Detect
 from agent.nodes.threshold import Threshold
@@ -20,6 +21,10 @@ BUILTIN_NODES: tuple[type[Node[Any]], ...] = (
     ConditionNode,
     CacheNode,
     Emit,
+    ImageDecode,
+    Crop,
+    Resize,
+    Normalize,
     ModelInference,
     Classify,
     Detect,

@@ -11,7 +11,8 @@ The design brief's node, unchanged::
 converted to it. The output is ``{output name: array}`` for one sample (the batch axis
 removed). Concurrent runs are coalesced into batches by the model's dynamic batcher
 (``max_batch`` / ``max_wait_ms`` come from the device profile). The model is loaded when the
-workflow is compiled, so the first frame does not pay for it. Outputs holding NaN or Inf fail the node, naming the model and output.
+workflow is compiled, so the first frame does not pay for it. Outputs holding NaN or Inf fail
+the node, naming the model and output.
 """
 
 from __future__ import annotations
