@@ -23,8 +23,13 @@ def build(path: Path = HERE / "pricing_model_v3.onnx") -> Path:
     graph = helper.make_graph(
         [
             helper.make_node(
-                "LabelEncoder", ["product_id"], ["unit_price"], domain="ai.onnx.ml",
-                keys_strings=list(PRICES), values_floats=list(PRICES.values()), default_float=-1.0,
+                "LabelEncoder",
+                ["product_id"],
+                ["unit_price"],
+                domain="ai.onnx.ml",
+                keys_strings=list(PRICES),
+                values_floats=list(PRICES.values()),
+                default_float=-1.0,
             ),
             helper.make_node("Cast", ["quantity"], ["quantity_f"], to=TensorProto.FLOAT),
             helper.make_node("Mul", ["unit_price", "quantity_f"], ["calculated_price"]),
