@@ -24,6 +24,7 @@ from agent.workflow import (
     default_registry,
     read_document,
 )
+from agent.workflow.result import json_default
 
 app = typer.Typer(
     name="edgefleet-agent",
@@ -53,7 +54,30 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def load_plan(graph: Path, schema_dirs: list[Path] | None) -> Plan:
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Agent data directory whose models/ store serves model_inference nodes."),
+]
+
+
+def _resources(data_dir: Path | None) -> dict[str, Any]:
+    """The model runtime (ONNX Runtime on the CPU, one request at a time) and an empty
+    threshold store, for one-off runs from the command line."""
+    from agent.thresholds import ThresholdStore
+
+    resources: dict[str, Any] = {"thresholds": ThresholdStore()}
+    if data_dir is not None:
+        from agent.inference.backend import BackendOptions
+        from agent.inference.onnxruntime_backend import OnnxRuntimeBackend
+        from agent.inference.runtime import ModelRuntime
+        from agent.inference.store import ModelStore
+
+        store = ModelStore(data_dir / "models")
+        resources["models"] = ModelRuntime(store, [OnnxRuntimeBackend()], BackendOptions(max_batch=1))
+    return resources
+
+
+def load_plan(graph: Path, schema_dirs: list[Path] | None, data_dir: Path | None = None) -> Plan:
     """Read and compile ``graph``; exits with code 2 (unreadable) or 1 (invalid)."""
     try:
         document = read_document(graph)
@@ -62,7 +86,7 @@ def load_plan(graph: Path, schema_dirs: list[Path] | None) -> Plan:
         raise typer.Exit(2) from exc
     dirs = tuple(schema_dirs) if schema_dirs else default_schema_dirs(graph)
     try:
-        return compile_workflow(document, CompileOptions(schema_dirs=dirs))
+        return compile_workflow(document, CompileOptions(schema_dirs=dirs, resources=_resources(data_dir)))
     except CompileError as exc:
         _err(f"{graph}: {exc}")
         raise typer.Exit(1) from exc
@@ -72,9 +96,10 @@ def load_plan(graph: Path, schema_dirs: list[Path] | None) -> Plan:
 def validate(
     graph: Annotated[Path, typer.Argument(help="Workflow graph, JSON or YAML.")],
     schema_dir: SchemaDirs = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Check a workflow graph and report every problem at once."""
-    plan = load_plan(graph, schema_dir)
+    plan = load_plan(graph, schema_dir, data_dir)
     typer.echo(f"{graph}: ok — workflow '{plan.workflow_id}' v{plan.version}, {len(plan.nodes)} nodes")
 
 
@@ -85,12 +110,13 @@ def run(
         str, typer.Option("--input", "-i", help="Input document (JSON or YAML file, or - for stdin).")
     ],
     schema_dir: SchemaDirs = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Run a workflow once on an input document and print the run result as JSON.
 
     Exits 0 when the run succeeded, 1 when it failed.
     """
-    plan = load_plan(graph, schema_dir)
+    plan = load_plan(graph, schema_dir, data_dir)
     try:
         document = read_document(input)
     except SpecError as exc:
@@ -102,12 +128,8 @@ def run(
         except InvalidInput as exc:
             _err(f"error: input {input}: {exc}")
             raise typer.Exit(2) from exc
-    typer.echo(json.dumps(result.to_dict(), indent=2, default=_json_default, ensure_ascii=False))
+    typer.echo(json.dumps(result.to_dict(), indent=2, default=json_default, ensure_ascii=False))
     raise typer.Exit(0 if result.ok else 1)
-
-
-def _json_default(value: Any) -> Any:
-    return repr(value)
 
 
 @app.command()

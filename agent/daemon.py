@@ -29,6 +29,7 @@ from agent.sources.frames import FrameQueue
 from agent.sources.readers import Source, make_source
 from agent.thresholds import ThresholdStore
 from agent.workflow import CompileOptions, Executor, Plan, RunResult, compile_workflow, read_document
+from agent.workflow.result import json_default
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class WorkflowService:
                 )
             if self._results is not None:
                 line = json.dumps(
-                    {"frame": frame.document()["frame"], **result.to_dict()}, default=_summarise
+                    {"frame": frame.document()["frame"], **result.to_dict()}, default=json_default
                 )
                 with self._results_lock:
                     self._results.write(line + "\n")
@@ -141,14 +142,6 @@ class WorkflowService:
             "dropped_frames": self.queue.dropped,
             **self.stats.summary(),
         }
-
-
-def _summarise(value: Any) -> Any:
-    """JSON for values that are not: arrays become their shape and dtype."""
-    shape = getattr(value, "shape", None)
-    if shape is not None:
-        return {"array": list(shape), "dtype": str(getattr(value, "dtype", ""))}
-    return repr(value)
 
 
 class Agent:

@@ -52,6 +52,17 @@ class NodeRun:
         return data
 
 
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=…)`` for run results: numbers and small arrays (numpy or alike)
+    become JSON numbers and lists, large arrays their shape and dtype, anything else its repr."""
+    size = getattr(value, "size", None)
+    if hasattr(value, "tolist") and isinstance(size, int):
+        if getattr(value, "shape", None) == () or size <= 64:
+            return value.tolist()
+        return {"array": list(value.shape), "dtype": str(value.dtype)}
+    return repr(value)
+
+
 SKIPPED = NodeRun("skipped")
 """Shared by every skipped node: treat ``NodeRun`` objects as read-only."""
 CANCELLED = NodeRun("cancelled")
