@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app as agent_app
-from controlplane.cli import app as operator_app
 from tests.conftest import EXAMPLES
 
 runner = CliRunner()
@@ -95,18 +94,47 @@ def test_console_scripts_are_installed() -> None:
         [str(bin_dir / "edgefleet-agent"), "validate", ROUTING], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    bin_dir = Path(sys.executable).parent
     done = subprocess.run(
-        [str(bin_dir / "edgefleet"), "demo", "--examples", str(EXAMPLES)], capture_output=True, text=True
+        [
+            str(bin_dir / "edgefleet"),
+            "demo",
+            "--examples",
+            str(EXAMPLES),
+            "--workdir",
+            str(tmp_path),
+            "--frames",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
     )
-    assert done.returncode == 0, done.stderr
-    assert "order_routing" in done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in (
+        "order_routing",
+        "line_sensor_check",
+        "faq_cache",
+        "calculated_price = 58.5",
+        "defects caught",
+    ):
+        assert name in done.stdout
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 40
 
 
-def test_demo_runs_every_example() -> None:
-    result = runner.invoke(operator_app, ["demo", "--examples", str(EXAMPLES)])
-    assert result.exit_code == 0, result.output
+def test_demo_engine_part_runs_every_example_with_inputs() -> None:
+    from rich.console import Console
+
+    from controlplane.demo import engine_examples
+
+    console = Console(record=True, width=200)
+    assert engine_examples(console, EXAMPLES) == 0
+    text = console.export_text()
     for name in ("order_routing", "line_sensor_check", "faq_cache"):
-        assert name in result.output
+        assert name in text
 
 
 def test_node_reference_in_docs_is_up_to_date() -> None:
