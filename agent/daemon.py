@@ -51,9 +51,11 @@ class WorkflowStats:
         self.last = now
         self.runs += 1
         self.failed += not result.ok
-        for output in result.outputs.values():
-            if isinstance(output, dict) and output.get("decision") in ("accept", "reject"):
-                self.decisions[output["decision"]] += 1
+        decisions = {
+            output.get("decision") for output in result.outputs.values() if isinstance(output, dict)
+        } & {"accept", "reject"}
+        if decisions:  # a run that rejects anywhere rejects the part
+            self.decisions["reject" if "reject" in decisions else "accept"] += 1
         if len(self.latencies) < 100_000:
             self.latencies.append(seconds)
 
