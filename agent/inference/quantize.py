@@ -94,7 +94,7 @@ def quantize_int8(
     }
     prepared = output.with_suffix(".prepared.onnx")
     try:
-        quant_pre_process(str(model), str(prepared))
+        quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
         batches = _batched(input_name, tensors, batch=8)
 
         class Reader(CalibrationDataReader):  # type: ignore[misc]
