@@ -68,10 +68,16 @@ def quantize_int8(
     input_name: str | None = None,
     per_channel: bool = True,
     method: str = "minmax",
+    keep_head_fp32: bool = True,
 ) -> Path:
     """Write an INT8 QDQ model calibrated on ``tensors`` (one preprocessed sample each).
 
     ``method``: ``minmax``, ``entropy`` or ``percentile`` (ONNX Runtime's calibrators).
+    ``keep_head_fp32``: the operators after the last Conv/MatMul/Gemm (the output head: pooling
+    to a score, affine calibration, sigmoid) stay FP32. On the reference model quantising the
+    head cost 0.019 AUROC and keeping it FP32 cost nothing in speed; quantising only the
+    convolutions kept accuracy but lost most of the speed-up (Q/DQ between every layer).
+    Tensor and node names are shortened afterwards (QDQ adds many long names).
     """
     import onnxruntime
     from onnxruntime.quantization import (
@@ -110,10 +116,56 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
+            nodes_to_exclude=_head_nodes(prepared) if keep_head_fp32 else [],
         )
     finally:
         prepared.unlink(missing_ok=True)
+    _compact_names(output)
     return output
+
+
+def _head_nodes(path: Path) -> list[str]:
+    """Names of the nodes after the last Conv/MatMul/Gemm (ONNX graphs are topologically
+    sorted), giving unnamed ones a name so that they can be excluded."""
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = list(model.graph.node)
+    last = max((i for i, node in enumerate(nodes) if node.op_type in ("Conv", "MatMul", "Gemm")), default=-1)
+    head = []
+    for index, node in enumerate(nodes[last + 1 :], start=last + 1):
+        if not node.name:
+            node.name = f"head_{index}"
+        head.append(node.name)
+    onnx.save(model, str(path))
+    return head
+
+
+def _compact_names(path: Path) -> None:
+    """Rename internal tensors to short names, drop node names, doc strings and value_info.
+    Graph inputs and outputs keep their names; the computation is unchanged."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    keep = {value.name for value in graph.input} | {value.name for value in graph.output}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    del graph.value_info[:]
+    for initializer in graph.initializer:
+        initializer.name = short(initializer.name)
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        node.input[:] = [short(name) for name in node.input]
+        node.output[:] = [short(name) for name in node.output]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def convert_fp16(model: Path, output: Path) -> Path:
