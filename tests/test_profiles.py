@@ -104,10 +104,11 @@ def test_cpu_profile_is_the_fallback_with_onnxruntime_on_cpu(profiles: dict[str,
     assert [p.name for p in profiles.values() if p.detect.fallback] == ["x86-cpu"]
     assert cpu.hardware.gpu is None
     assert cpu.inference.backends == ["onnxruntime-cpu"]
+    # batching measured slower than concurrent single requests on 2 cores (docs/benchmarks.md)
     assert (cpu.inference.precision, cpu.inference.max_batch_size, cpu.inference.max_wait_ms) == (
         "fp32",
-        8,
-        2,
+        1,
+        0,
     )
 
 
