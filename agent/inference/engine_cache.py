@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from agent.fsutil import atomic_write
 
 Shape = tuple[int, ...]
 
@@ -98,8 +98,8 @@ class EngineCache:
 
     def store(self, key: EngineKey, engine: bytes) -> Path:
         path = self.engine_path(key)
-        _atomic_write(path.with_suffix(".json"), json.dumps(asdict(key), indent=2).encode())
-        _atomic_write(path, engine)
+        atomic_write(path.with_suffix(".json"), json.dumps(asdict(key), indent=2).encode())
+        atomic_write(path, engine)
         return path
 
     def timing_cache_path(self, key: EngineKey) -> Path:
@@ -116,16 +116,4 @@ class EngineCache:
             return None
 
     def write(self, path: Path, data: bytes) -> None:
-        _atomic_write(path, data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        atomic_write(path, data)

@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,14 +33,20 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
+    @cached_property
+    def _normalize(self) -> Any:
+        from agent.imaging import Normalizer
+
+        return Normalizer(self.mean, self.std)
+
     def __call__(self, data: Any) -> np.ndarray:
-        from agent.imaging import Normalizer, load_image, resize
+        from agent.imaging import load_image, resize
 
         image = load_image(data, origin=str(data)[:80] if isinstance(data, Path) else "calibration image")
         if self.roi is not None:
             image = image.crop(*self.roi)
         small = resize(image, *self.size)
-        return Normalizer(self.mean, self.std)(small.pixels())
+        return self._normalize(small.pixels())  # type: ignore[no-any-return]
 
 
 def image_files(directory: Path, limit: int | None = None) -> list[Path]:
@@ -228,21 +235,19 @@ def scores(model: Path, tensors: Sequence[np.ndarray], output: str, batch: int =
 
 
 def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
-    """Area under the ROC curve: the chance that a random positive outscores a random negative
-    (ties count half). ``nan`` when one class is absent."""
-    pos = [s for s, p in zip(scores, positives, strict=True) if p]
-    neg = [s for s, p in zip(scores, positives, strict=True) if not p]
-    if not pos or not neg:
+    """Area under the ROC curve: the chance that a random positive outscores a random negative,
+    ties counting half (Mann–Whitney U over average ranks). ``nan`` when one class is absent."""
+    import numpy as np
+
+    values = np.asarray(scores, np.float64)
+    positive = np.asarray(positives, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranked = sorted((s, i) for i, s in enumerate(list(pos) + list(neg)))
-    ranks = [0.0] * len(ranked)
-    i = 0
-    while i < len(ranked):
-        j = i
-        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[ranked[k][1]] = (i + j) / 2 + 1
-        i = j + 1
-    rank_sum = sum(ranks[: len(pos)])
-    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # runs of equal scores
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

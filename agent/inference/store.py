@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from agent.fsutil import atomic_write, fsync_dir
 from agent.inference.errors import ModelFormatError, ModelNotFound, ModelStoreError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -140,14 +141,6 @@ def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"[.\-_]", version))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ModelStore:
     """Content-addressed model directory. Safe for concurrent readers and one writer process."""
 
@@ -200,7 +193,7 @@ class ModelStore:
                 tmp_path.unlink()
             else:
                 os.replace(tmp_path, blob)
-                _fsync_dir(self._blobs)
+                fsync_dir(self._blobs)
             tmp_path = None
             record = ModelRecord(
                 model_id, version, sha256, size, blob, inputs, outputs, opset, producer, time.time()
@@ -219,17 +212,10 @@ class ModelStore:
     def _write_record(self, record: ModelRecord) -> None:
         directory = self._records / record.model_id
         directory.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(record.to_dict(), indent=2).encode()
-        fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(name, self._record_path(record.model_id, record.version))
-            _fsync_dir(directory)
-        finally:
-            Path(name).unlink(missing_ok=True)
+        atomic_write(
+            self._record_path(record.model_id, record.version),
+            json.dumps(record.to_dict(), indent=2).encode(),
+        )
 
     def _read_record(self, model_id: str, version: str) -> ModelRecord | None:
         path = self._record_path(model_id, version)

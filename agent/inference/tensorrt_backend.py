@@ -108,9 +108,9 @@ def _make_calibrator(
             return cache_path.read_bytes() if cache_path.exists() else None
 
         def write_calibration_cache(self, cache: Any) -> None:
-            from agent.inference.engine_cache import _atomic_write
+            from agent.fsutil import atomic_write
 
-            _atomic_write(cache_path, bytes(cache))
+            atomic_write(cache_path, bytes(cache))
 
     return EntropyCalibrator()
 

@@ -15,8 +15,8 @@ in ``models/`` and the held-out data their tests measure them on.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,8 @@ from typing import Final
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from agent.fsutil import atomic_write
 
 __all__ = [
     "DEFECTS",
@@ -194,22 +196,18 @@ def write_dataset(
     for index in range(start, start + count):
         sample = generator.sample(index)
         name = f"{index:06d}"
-        _write_atomic(
-            out_dir / f"{name}.jpg", _encode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        )
-        _write_atomic(
-            out_dir / f"{name}_mask.png", _encode(".png", sample.mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        )
+        jpeg = _encode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        atomic_write(out_dir / f"{name}.jpg", jpeg, durable=False)
+        mask = _encode(".png", sample.mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        atomic_write(out_dir / f"{name}_mask.png", mask, durable=False)
         rows.append(
             (f"{name}.jpg", f"{name}_mask.png", sample.defect or "", sample.material, int(sample.defective))
         )
-    labels = out_dir / "labels.csv"
-    tmp = labels.with_name(f".{labels.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(("file", "mask", "defect", "material", "defective"))
-        writer.writerows(rows)
-    os.replace(tmp, labels)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(("file", "mask", "defect", "material", "defective"))
+    writer.writerows(rows)
+    atomic_write(out_dir / "labels.csv", text.getvalue().encode(), durable=False)
     return out_dir
 
 
@@ -218,12 +216,6 @@ def _encode(ext: str, image: Image, params: list[int]) -> bytes:
     if not ok:
         raise OSError(f"OpenCV could not encode a {ext} image")
     return buf.tobytes()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # --- textures: each returns the part surface as float32 BGR planes (3×side×side, 0..255) ----

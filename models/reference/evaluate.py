@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from agent.inference.quantize import auroc as _auroc
 from agent.sources.synthetic import FRAME_SIZE, PART_ROI, SurfaceGenerator
 
 INPUT_SIZE = 224
@@ -128,23 +129,12 @@ def run_model(model: Path | Any, crops: Image, *, batch: int = 32) -> npt.NDArra
 
 
 def auroc(scores: npt.ArrayLike, positive: npt.ArrayLike) -> float:
-    """Area under the ROC curve: P(score of a positive > score of a negative), ties count ½
-    (the Mann–Whitney U statistic over average ranks)."""
-    s = np.asarray(scores, np.float64)
-    p = np.asarray(positive, bool)
-    n_pos, n_neg = int(p.sum()), int((~p).sum())
-    if n_pos == 0 or n_neg == 0:
+    """Area under the ROC curve (``agent.inference.quantize.auroc``); raises ``ValueError``
+    when one class is absent."""
+    value = _auroc(np.asarray(scores, np.float64), np.asarray(positive, bool))  # type: ignore[arg-type]
+    if np.isnan(value):
         raise ValueError("AUROC needs both positive and negative samples")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), np.float64)
-    sorted_s = s[order]
-    # average rank (1-based) for each run of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
-    u = ranks[p].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return value
 
 
 def threshold_for(scores: npt.ArrayLike, positive: npt.ArrayLike, max_good_rejected: float) -> float:
