@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from controlplane import server_cli
+
 app = typer.Typer(
     name="edgefleet",
     help="Operate an edgefleet fleet.",
@@ -18,6 +20,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+app.command()(server_cli.serve)
+app.add_typer(server_cli.db_app, name="db")
+app.add_typer(server_cli.admin_app, name="admin")
 
 
 @app.callback()

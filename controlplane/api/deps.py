@@ -1,0 +1,145 @@
+"""Request dependencies: the service objects, and who is calling.
+
+Every route declares what it needs with one of ``guard`` (operator routes), ``guard_item``
+(operator routes on one labelled resource, finished by ``ensure_item``) or ``device_caller``
+(device routes). A route with none of them is public (``/healthz``, enrollment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from controlplane.access import PermissionSpec, Principal
+from controlplane.api.problems import Problem
+from controlplane.artifacts import BlobStore
+from controlplane.settings import ControlPlaneSettings
+from controlplane.signing import SigningKey
+from controlplane.store import Database, as_utc, utcnow
+from controlplane.store.schema import devices, policies, tokens
+from controlplane.tokens import parse_token, secret_matches
+
+LAST_SEEN_RESOLUTION = timedelta(seconds=30)
+
+
+@dataclass
+class Services:
+    settings: ControlPlaneSettings
+    db: Database
+    blobs: BlobStore
+    signer: SigningKey
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+_bearer = HTTPBearer(auto_error=False, description="An operator API token or a device credential.")
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, type="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate(
+    request: Request,
+    svc: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise _unauthorized("missing credentials: send 'Authorization: Bearer <token>'")
+    parsed = parse_token(credentials.credentials)
+    if parsed is None or parsed.kind == "enrollment":
+        raise _unauthorized("the bearer token is not an edgefleet operator token or device credential")
+    now = utcnow()
+    with svc.db.read() as conn:
+        row = conn.execute(sa.select(tokens).where(tokens.c.id == parsed.id)).mappings().first()
+        if row is None or row["kind"] != parsed.kind or not secret_matches(parsed.secret, row["secret_hash"]):
+            raise _unauthorized("unknown token")
+        if row["revoked_at"] is not None:
+            raise _unauthorized(f"token {parsed.id} was revoked")
+        expires = as_utc(row["expires_at"])
+        if expires is not None and expires <= now:
+            raise _unauthorized(f"token {parsed.id} expired at {expires.isoformat()}")
+        permissions: list[PermissionSpec] = []
+        if row["kind"] == "operator" and row["policies"]:
+            for doc in conn.execute(
+                sa.select(policies.c.permissions).where(policies.c.name.in_(row["policies"]))
+            ).scalars():
+                permissions.extend(PermissionSpec.model_validate(p) for p in doc)
+        device_seen = None
+        if row["kind"] == "device":
+            device = conn.execute(
+                sa.select(devices.c.status, devices.c.last_seen_at).where(devices.c.id == row["subject"])
+            ).first()
+            if device is None or device.status != "active":
+                raise _unauthorized(f"device {row['subject']} is decommissioned")
+            device_seen = as_utc(device.last_seen_at)
+    if row["kind"] == "device" and (device_seen is None or now - device_seen > LAST_SEEN_RESOLUTION):
+        with svc.db.write() as conn:
+            conn.execute(devices.update().where(devices.c.id == row["subject"]).values(last_seen_at=now))
+    principal = Principal(
+        kind=row["kind"],
+        subject=row["subject"],
+        token_id=row["id"],
+        role=row["role"],
+        attributes=row["attributes"] or {},
+        permissions=tuple(permissions),
+    )
+    request.state.principal = principal
+    return principal
+
+
+CallerDep = Annotated[Principal, Depends(authenticate)]
+
+
+def _forbidden(principal: Principal, resource: str, action: str) -> Problem:
+    if principal.kind == "device":
+        return Problem(403, "a device credential cannot be used on operator routes", type="forbidden")
+    return Problem(
+        403,
+        f"operator '{principal.subject}' (role {principal.role}) may not {action} {resource}",
+        type="forbidden",
+    )
+
+
+def guard(resource: str, action: str) -> Callable[..., Principal]:
+    """An operator allowed ``action`` on the collection ``resource``."""
+
+    def dependency(principal: CallerDep) -> Principal:
+        if not principal.allows(resource, action):
+            raise _forbidden(principal, resource, action)
+        return principal
+
+    return dependency
+
+
+def guard_item(resource: str, action: str) -> Callable[..., Principal]:
+    """An operator who may be allowed ``action`` on one ``resource``; the route loads the item and
+    calls ``ensure_item`` with its labels."""
+
+    def dependency(principal: CallerDep) -> Principal:
+        if not principal.may_allow_item(resource, action):
+            raise _forbidden(principal, resource, action)
+        return principal
+
+    return dependency
+
+
+def ensure_item(principal: Principal, resource: str, action: str, labels: Mapping[str, Any]) -> None:
+    if not principal.allows(resource, action, labels):
+        raise _forbidden(principal, resource, action)
+
+
+def device_caller(principal: CallerDep) -> Principal:
+    if principal.kind != "device":
+        raise Problem(403, "this route takes a device credential, not an operator token", type="forbidden")
+    return principal

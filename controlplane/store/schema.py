@@ -1,0 +1,156 @@
+"""The control plane's tables (SQLAlchemy Core). Alembic migrations in ``migrations/`` create
+them; a test checks that the migrations and this module agree.
+
+Conventions: times are UTC (``DateTime(timezone=True)``); mutable rows carry a ``revision``
+that every update increments (it is the row's ETag); versioned artifacts are immutable rows
+keyed by ``(name, version)``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Time = sa.DateTime(timezone=True)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("profile", sa.String(128)),
+    sa.Column("hostname", sa.String(255)),
+    sa.Column("status", sa.String(16), nullable=False),  # active | decommissioned
+    sa.Column("enrolled_at", Time, nullable=False),
+    sa.Column("last_seen_at", Time),
+    sa.Column("reported_state", sa.JSON),
+    sa.Column("reported_at", Time),
+    sa.Column("revision", sa.Integer, nullable=False),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.String(1024), nullable=False),
+    sa.Column("selector", sa.JSON),  # {label: value}: every label must match
+    sa.Column("members", sa.JSON),  # [device id]: a static list
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # operator | device | enrollment
+    sa.Column("subject", sa.String(128), nullable=False),  # operator name or device id
+    sa.Column("role", sa.String(16)),  # operators: viewer | operator | admin
+    sa.Column("attributes", sa.JSON, nullable=False),  # operators: caller attributes for policies
+    sa.Column("policies", sa.JSON, nullable=False),  # operators: names of attached policies
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("expires_at", Time),
+    sa.Column("revoked_at", Time),
+    sa.Column("used_at", Time),  # enrollment tokens are single-use
+    sa.Column("details", sa.JSON, nullable=False),  # enrollment: labels/profile to apply
+    sa.Index("ix_tokens_subject", "kind", "subject"),
+)
+
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.String(1024), nullable=False),
+    sa.Column("permissions", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("onnx", sa.JSON, nullable=False),  # inputs, outputs, opset, producer
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("description", sa.String(1024), nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),  # the signed release manifest
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+)
+
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("models", sa.JSON, nullable=False),  # [{name, version}] the graph uses
+    sa.Column("manifest", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+)
+
+threshold_sets = sa.Table(
+    "threshold_sets",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("thresholds", sa.JSON, nullable=False),  # {node id: {class: value}}
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+)
+
+threshold_assignments = sa.Table(
+    "threshold_assignments",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("target_kind", sa.String(16), primary_key=True),  # group | device
+    sa.Column("target", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("assigned_at", Time, nullable=False),
+    sa.Column("assigned_by", sa.String(128), nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("actor", sa.String(160), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("resource", sa.String(255), nullable=False),
+    sa.Column("before_digest", sa.String(64)),
+    sa.Column("after_digest", sa.String(64)),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# One row (id = 1): the chain's head. Appending locks it, so entries are written one at a time
+# across processes and replicas.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
