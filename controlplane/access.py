@@ -53,7 +53,7 @@ ROLE_GRANTS: dict[str, frozenset[tuple[str, str]]] = {
     "viewer": frozenset((resource, "read") for resource in FLEET),
     "operator": frozenset(
         [(resource, action) for resource in FLEET for action in ("read", "create", "update")]
-        + [("enrollment_tokens", "create"), ("audit", "read")]
+        + [("enrollment_tokens", "create"), ("enrollment_tokens", "read"), ("audit", "read")]
     ),
     "admin": frozenset((resource, action) for resource in RESOURCES for action in ACTIONS),
 }

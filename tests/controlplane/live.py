@@ -48,13 +48,28 @@ class LiveControlPlane:
     def admin(self) -> httpx.Client:
         return self.client(self.admin_token)
 
+    def enroll(self, device_id: str | None = None, labels: dict[str, str] | None = None) -> tuple[str, str]:
+        """Enroll a device through the API; returns its id and credential."""
+        admin = self.admin()
+        token = admin.post("/api/v1/enrollment-tokens", json={"labels": labels or {}})
+        token.raise_for_status()
+        body: dict[str, Any] = {"token": token.json()["token"]}
+        if device_id is not None:
+            body["device_id"] = device_id
+        enrolled = self.client().post("/api/v1/enroll", json=body)
+        enrolled.raise_for_status()
+        data = enrolled.json()
+        return data["device_id"], data["credential"]
+
     def close_clients(self) -> None:
         for client in self._clients:
             client.close()
 
 
 @contextmanager
-def live_control_plane(settings: ControlPlaneSettings) -> Iterator[LiveControlPlane]:
+def live_control_plane(settings: ControlPlaneSettings, *, admin: bool = True) -> Iterator[LiveControlPlane]:
+    """Serve ``settings``' control plane until the block ends; with ``admin``, issue an admin token
+    first (that needs a migrated database)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -71,7 +86,8 @@ def live_control_plane(settings: ControlPlaneSettings) -> Iterator[LiveControlPl
             raise RuntimeError("the control plane did not start")
         time.sleep(0.02)
     live = LiveControlPlane(url=f"http://127.0.0.1:{port}", app=app, settings=settings)
-    live.admin_token = live.token("admin", name="root")
+    if admin:
+        live.admin_token = live.token("admin", name="root")
     try:
         yield live
     finally:
