@@ -29,8 +29,18 @@ from controlplane.store.schema import audit_head, audit_log
 GENESIS = "0" * 64
 
 
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        # SQLite hands back naive UTC datetimes, PostgreSQL aware ones: digest them alike.
+        return as_utc(value).isoformat()  # type: ignore[union-attr]
+    return str(value)
+
+
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    """Sorted keys, no whitespace, datetimes as UTC ISO-8601: equal data gives equal bytes."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    ).encode()
 
 
 def digest(value: Any) -> str | None:

@@ -25,6 +25,14 @@ from agent.workflow import CompileOptions, Plan, builtin_registry, compile_workf
 from controlplane.store.schema import models
 
 
+class NotInRegistry(ModelNotFound):
+    def __init__(self, model_id: str, version: str | None, known: list[str]) -> None:
+        super().__init__(model_id, version, known)
+        what = f"model '{model_id}'" + (f" version '{version}'" if version else "")
+        hint = f" (it has versions {', '.join(known)})" if known else " (it has no version of it)"
+        self.args = (f"{what} is not in the control plane's model registry{hint}",)
+
+
 @dataclass(frozen=True)
 class CatalogModel:
     """What a compiling ``model_inference`` node needs: the model's record (inputs, outputs)."""
@@ -43,11 +51,11 @@ class RegistryModels:
         query = sa.select(models).where(models.c.name == model_id)
         if version is not None:
             if not version.isdigit():
-                raise ModelNotFound(model_id, version, self._known(model_id))
+                raise NotInRegistry(model_id, version, self._known(model_id))
             query = query.where(models.c.version == int(version))
         row = self._conn.execute(query.order_by(models.c.version.desc()).limit(1)).mappings().first()
         if row is None:
-            raise ModelNotFound(model_id, version, self._known(model_id))
+            raise NotInRegistry(model_id, version, self._known(model_id))
         self.used[model_id] = row["version"]
         return CatalogModel(record=_record(row))
 

@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 
 from controlplane import server_cli
+from controlplane.commands import admin as admin_commands
+from controlplane.commands import artifacts, fleet, models, session
 
 app = typer.Typer(
     name="edgefleet",
@@ -26,10 +28,28 @@ app.command()(server_cli.serve)
 app.add_typer(server_cli.db_app, name="db")
 app.add_typer(server_cli.admin_app, name="admin")
 
+app.command()(session.login)
+app.command()(session.logout)
+app.command()(session.whoami)
+app.add_typer(fleet.devices_app, name="devices")
+app.add_typer(fleet.enroll_app, name="enroll-token")
+app.add_typer(models.models_app, name="models")
+app.add_typer(artifacts.workflows_app, name="workflows")
+app.add_typer(artifacts.thresholds_app, name="thresholds")
+app.add_typer(admin_commands.audit_app, name="audit")
+app.add_typer(admin_commands.tokens_app, name="tokens")
+app.add_typer(admin_commands.policies_app, name="policies")
+
 
 @app.callback()
-def _root() -> None:
+def _root(
+    ctx: typer.Context,
+    url: session.UrlOption = None,
+    token: session.TokenOption = None,
+    output: session.OutputOption = session.OutputFormat.table,
+) -> None:
     """Operate an edgefleet fleet."""
+    ctx.obj = session.Globals(url=url, token=token, output=output)
 
 
 @app.command()

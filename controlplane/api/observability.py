@@ -104,24 +104,27 @@ class BodyLimit:
                 await _too_large(send, self.max_bytes)
                 return
         received = 0
+        refused = False
 
         async def limited() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    # Answer now; the app sees a client that went away and its reply is dropped.
+                    refused = True
+                    await _too_large(send, self.max_bytes)
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(send, self.max_bytes)
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, limited, guarded_send)
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -35,7 +35,7 @@ class LiveControlPlane:
 
     def token(self, role: str = "admin", name: str | None = None, **options: Any) -> str:
         """Issue an operator token straight in the database (as ``edgefleet admin create-token``)."""
-        body = TokenCreate(name=name or f"{role}-user", role=role, **options)  # type: ignore[arg-type]
+        body = TokenCreate(name=name or f"{role}-user", role=role, **options)
         created = create_operator_token(self.services.db, body, actor="local:tests", default_ttl_s=3600)
         return created.token
 
