@@ -75,6 +75,8 @@ LIST_LIMIT = 50
 SITES = 8
 GROUPS = 10
 CLIENT_TIMEOUT_S = 30.0
+P99_TARGET_MS = 25.0
+SWEEP_RATES = (25, 50, 75, 100, 125, 150, 175, 200, 250, 300)
 
 console = Console()
 
@@ -408,7 +410,7 @@ async def open_loop(
 
 async def run_latency(
     url: str, token: str, device_ids: list[str], cursors: list[str | None], args: argparse.Namespace
-) -> dict[str, LoadResult]:
+) -> tuple[dict[str, LoadResult], dict[str, list[dict[str, float]]]]:
     rng = random.Random(42)
 
     def healthz() -> str:
@@ -427,6 +429,7 @@ async def run_latency(
         "GET /api/v1/devices/{id}": device_show,
     }
     samples = {name: LatencySamples() for name in phases}
+    sweep: dict[str, list[dict[str, float]]] = {}
     headers = {"Authorization": f"Bearer {token}"}
     async with contextlib.AsyncExitStack() as stack:
         if args.client == "httpx":
@@ -462,7 +465,36 @@ async def run_latency(
                     f"  round {round_no + 1}/{args.rounds} {name}: p50 {percentile(ms, 50):.2f} ms, "
                     f"p99 {percentile(ms, 99):.2f} ms, {sent - statuses.get('200', 0)} errors"
                 )
-    return {name: sample.summary(name, args.rate) for name, sample in samples.items()}
+        if args.sweep:
+            sweep = await capacity_sweep(get, dict(list(phases.items())[1:]), args.sweep_s)
+    return {name: sample.summary(name, args.rate) for name, sample in samples.items()}, sweep
+
+
+async def capacity_sweep(
+    get: Callable[[str], Awaitable[str]], phases: dict[str, Callable[[], str]], seconds: float
+) -> dict[str, list[dict[str, float]]]:
+    """Each endpoint at rising rates, until its p99 is far past the target: the highest rate the
+    server sustains within the target, and how latency grows past it."""
+    sweep: dict[str, list[dict[str, float]]] = {}
+    for name, make in phases.items():
+        steps = sweep.setdefault(name, [])
+        for rate in SWEEP_RATES:
+            latencies, statuses, sent, busy = await open_loop(get, make, rate, seconds)
+            ms = [x * 1000 for x in latencies]
+            step = {
+                "rate": rate,
+                "achieved_rate": round(len(ms) / busy, 1),
+                "p50_ms": round(percentile(ms, 50), 3),
+                "p99_ms": round(percentile(ms, 99), 3),
+                "errors": sent - statuses.get("200", 0),
+            }
+            steps.append(step)
+            console.log(
+                f"  sweep {name} at {rate} req/s: p50 {step['p50_ms']:.2f} ms, p99 {step['p99_ms']:.2f} ms"
+            )
+            if step["p99_ms"] > 4 * P99_TARGET_MS:
+                break
+    return sweep
 
 
 # ---- fleet -----------------------------------------------------------------------------------
@@ -705,7 +737,8 @@ def bench_database(
     cursors = list_cursors(cp.url, token)
     console.log(f"  {len(device_ids)} devices ({enroll_rate:.0f} enrollments/s), {len(cursors)} pages of 50")
     rss_start = psutil.Process(cp.pid).memory_info().rss
-    latency = asyncio.run(run_latency(cp.url, token, device_ids, cursors, args))
+    load_before = os.getloadavg()
+    latency, sweep = asyncio.run(run_latency(cp.url, token, device_ids, cursors, args))
     baseline = next(iter(latency.values()))
     ratios = {
         endpoint: {
@@ -714,6 +747,7 @@ def bench_database(
         }
         for endpoint, result in latency.items()
     }
+    load_after_latency = os.getloadavg()
     transfers = run_transfers(cp, token, model, digest, args.reps)
     cp.stop()
     if "Traceback" in cp.log_path.read_text(errors="replace"):
@@ -723,8 +757,11 @@ def bench_database(
         "groups": GROUPS,
         "enrollments_per_s": round(enroll_rate, 1),
         "server_rss_before_load_mb": round(rss_start / MB, 1),
+        # the 1-minute load average before and after the latency phases: other work on the machine
+        "loadavg_1min": {"before_latency": load_before[0], "after_latency": load_after_latency[0]},
         "latency": {endpoint: asdict(result) for endpoint, result in latency.items()},
         "latency_ratio_vs_healthz": ratios,
+        "capacity_sweep": sweep,
         "transfer": transfers,
     }
 
@@ -755,6 +792,12 @@ def machine(postgres_version: str) -> dict[str, Any]:
     }
 
 
+def sustained_rate(steps: list[dict[str, float]]) -> float:
+    """The highest rate of a sweep served in full with p99 within the target (0: none)."""
+    ok = [s["rate"] for s in steps if s["p99_ms"] <= P99_TARGET_MS and s["achieved_rate"] >= 0.95 * s["rate"]]
+    return max(ok, default=0.0)
+
+
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     names = list(results)
     title = (
@@ -777,6 +820,10 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
                 rows.setdefault(f"  {endpoint.split()[-1]}: ratio vs /healthz (p50, p99)", []).append(
                     f"{ratio['p50_ratio']:.2f} ×, {ratio['p99_ratio']:.2f} ×"
                 )
+        for endpoint, steps in result.get("capacity_sweep", {}).items():
+            rows.setdefault(f"  {endpoint.split()[-1]}: highest swept rate with p99 ≤ 25 ms", []).append(
+                f"{sustained_rate(steps):g} req/s"
+            )
         transfer = result["transfer"]
         rows.setdefault("file copy, read + write + fsync (baseline)", []).append(
             f"{transfer['copy_median_mb_per_s']:.0f} MB/s"
@@ -817,10 +864,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model-mb", type=int, default=500, help="size of the model uploaded and downloaded")
     parser.add_argument("--reps", type=int, default=3, help="upload/download/copy repetitions")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also step each endpoint through rising rates (capacity)"
+    )
+    parser.add_argument("--sweep-s", type=float, default=5.0, help="seconds per step of the sweep")
     parser.add_argument("--quick", action="store_true", help="a small, short run (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
         args.devices, args.duration, args.rounds, args.model_mb, args.reps = 100, 4.0, 1, 20, 1
+        args.sweep_s = 1.0
     return args
 
 

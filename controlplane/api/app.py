@@ -79,7 +79,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> FastAPI:
         )
 
     for module in (devices, models, workflows, thresholds, access, audit):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
 
     registry = CollectorRegistry()
     app.state.metrics_registry = registry

@@ -9,6 +9,7 @@ traceback goes to the log.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -65,6 +66,57 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
 
 
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("Malformed request"),
+    401: _problem("Missing, unknown, expired or revoked credentials"),
+    403: _problem("The caller may not do this"),
+    404: _problem("No such resource"),
+    409: _problem("Conflicts with the current state"),
+    412: _problem("If-Match does not match the current ETag"),
+    413: _problem("Body too large"),
+    415: _problem("Unsupported content"),
+    416: _problem("Range not satisfiable"),
+    422: _problem("Validation failed; errors lists each field"),
+    428: _problem("If-Match required"),
+}
+"""Every API route may answer with these problem documents (documented in the OpenAPI schema)."""
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the OpenAPI document lists for the path template ``path`` matches."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, operations in app.openapi()["paths"].items():
+            pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{pattern}$"), sorted(m.upper() for m in operations)))
+        app.state.allow_table = table
+    return sorted({m for pattern, methods in table if pattern.match(path) for m in methods})
+
+
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     text = ""
     for part in loc:
@@ -89,9 +141,13 @@ def install(app: FastAPI) -> None:
         return problem_response(422, f"invalid request: {summary}", type="validation", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return problem_response(exc.status_code, detail, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # One route per method: Starlette's Allow lists only the first route's methods.
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        return problem_response(exc.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

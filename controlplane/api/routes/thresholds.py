@@ -41,7 +41,9 @@ ClassName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 class ThresholdSetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    values: dict[ClassName, float] = Field(min_length=1, max_length=1000, description="Class → threshold.")
+    values: dict[ClassName, Annotated[float, Field(strict=True)]] = Field(
+        min_length=1, max_length=1000, description="Class → threshold."
+    )
     version: int | None = Field(None, ge=1, le=2**31 - 1, description="Newest + 1 when unset.")
 
     @field_validator("values")
