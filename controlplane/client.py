@@ -398,9 +398,15 @@ class ControlPlaneClient:
         resource: str | None = None,
         limit: int = 100,
         all_pages: bool = False,
+        newest_first: bool = False,
     ) -> Listing:
-        """Entries oldest first; ``resource`` is a prefix (``devices/cam-1``)."""
-        params = {"actor": actor, "resource": resource, "limit": limit}
+        """Entries oldest first (or newest first); ``resource`` is a prefix (``devices/cam-1``)."""
+        params = {
+            "actor": actor,
+            "resource": resource,
+            "limit": limit,
+            "order": "desc" if newest_first else "asc",
+        }
         return self.listing(f"{API}/audit", params, all_pages=all_pages)
 
     def verify_audit(self) -> Json:

@@ -59,14 +59,18 @@ def paginate(
     keys: Sequence[sa.ColumnElement[Any]],
     params: PageParams,
     convert: Callable[[Mapping[Any, Any]], T],
+    *,
+    descending: bool = False,
 ) -> Page[T]:
-    """Keyset pagination over ``keys`` (which must be unique together)."""
+    """Keyset pagination over ``keys`` (which must be unique together), ascending or descending."""
     after = params.after()
     if after is not None:
         if len(after) != len(keys):
             raise Problem(400, "query.cursor: not a cursor for this list", type="bad-cursor")
-        query = query.where(sa.tuple_(*keys) > sa.tuple_(*after))
-    rows = conn.execute(query.order_by(*keys).limit(params.limit + 1)).mappings().all()
+        position = sa.tuple_(*keys)
+        query = query.where(position < sa.tuple_(*after) if descending else position > sa.tuple_(*after))
+    order = [key.desc() for key in keys] if descending else list(keys)
+    rows = conn.execute(query.order_by(*order).limit(params.limit + 1)).mappings().all()
     items = [convert(row) for row in rows[: params.limit]]
     next_cursor = None
     if len(rows) > params.limit:

@@ -75,10 +75,13 @@ def list_audit(
     ] = None,
     resource: Annotated[str | None, typer.Option(help="Only resources starting with this.")] = None,
     all_pages: AllOption = False,
+    oldest_first: Annotated[bool, typer.Option("--oldest-first", help="Oldest entries first.")] = False,
 ) -> None:
-    """Audit entries, oldest first."""
+    """Audit entries, newest first (``--oldest-first`` to reverse)."""
     with connect(ctx) as api:
-        listing = api.list_audit(actor=actor, resource=resource, all_pages=all_pages)
+        listing = api.list_audit(
+            actor=actor, resource=resource, all_pages=all_pages, newest_first=not oldest_first
+        )
     output.print_list(
         ctx, listing.items, AUDIT_COLUMNS, what="audit entries", more=listing.next_cursor is not None
     )

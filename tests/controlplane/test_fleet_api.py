@@ -169,3 +169,26 @@ def test_every_mutation_is_audited(control_plane: LiveControlPlane) -> None:
     assert entries[1]["actor"] == "operator:root"
     assert entries[1]["before_digest"] == entries[0]["after_digest"]
     assert admin.get("/api/v1/audit/verify").json() == {"ok": True, "entries": 5, "problems": []}
+
+
+def test_audit_newest_first(sqlite_control_plane: LiveControlPlane) -> None:
+    for i in range(3):
+        sqlite_control_plane.enroll(f"cam-{i}")
+    admin = sqlite_control_plane.admin()
+    seqs: list[int] = []
+    params: dict[str, str | int] = {"order": "desc", "limit": 2}
+    while True:
+        page = admin.get("/api/v1/audit", params=params).json()
+        seqs.extend(e["seq"] for e in page["items"])
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    total = admin.get("/api/v1/audit/verify").json()["entries"]
+    assert seqs == list(range(total, 0, -1))
+
+
+def test_policy_create_only(sqlite_control_plane: LiveControlPlane) -> None:
+    admin = sqlite_control_plane.admin()
+    body = {"permissions": [{"resource": "models", "actions": ["read"]}]}
+    assert admin.put("/api/v1/policies/p", json=body, headers={"If-None-Match": "*"}).status_code == 200
+    assert admin.put("/api/v1/policies/p", json=body, headers={"If-None-Match": "*"}).status_code == 412

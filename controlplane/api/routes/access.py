@@ -231,10 +231,13 @@ def put_policy(
     svc: ServicesDep,
     caller: Annotated[Principal, Depends(guard("policies", "update"))],
 ) -> PolicyOut:
-    """Create a policy, or replace it (then ``If-Match`` is required)."""
+    """Create a policy, or replace it (then ``If-Match`` is required). ``If-None-Match: *``
+    creates only: 412 if the policy exists."""
     permissions = [p.model_dump(mode="json") for p in body.permissions]
     with svc.db.write() as conn:
         row = conn.execute(sa.select(policies).where(policies.c.name == name)).mappings().first()
+        if row is not None and request.headers.get("if-none-match", "").strip() == "*":
+            raise Problem(412, f"policy '{name}' already exists", type="precondition-failed")
         after: dict[str, Any]
         if row is None:
             after = {

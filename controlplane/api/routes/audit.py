@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query
@@ -50,15 +50,18 @@ def list_audit(
     page: Annotated[PageParams, Depends()],
     actor: Annotated[str | None, Query(max_length=160)] = None,
     resource: Annotated[str | None, Query(max_length=255, description="A prefix, e.g. devices/cam-1")] = None,
+    order: Annotated[
+        Literal["asc", "desc"], Query(description="asc: oldest first; desc: newest first.")
+    ] = "asc",
 ) -> Page[AuditEntryOut]:
-    """Entries oldest first."""
+    """Entries, oldest first unless ``order=desc``."""
     query = sa.select(audit_log)
     if actor is not None:
         query = query.where(audit_log.c.actor == actor)
     if resource is not None:
         query = query.where(audit_log.c.resource.startswith(resource, autoescape=True))
     with svc.db.read() as conn:
-        return paginate(conn, query, [audit_log.c.seq], page, _out)
+        return paginate(conn, query, [audit_log.c.seq], page, _out, descending=order == "desc")
 
 
 @router.get("/audit/verify", response_model=AuditVerifyOut)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -135,9 +135,12 @@ def list_threshold_sets(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("thresholds", "read"))],
     page: Annotated[PageParams, Depends()],
+    name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Page[ThresholdSetOut]:
     with svc.db.read() as conn:
         query = sa.select(threshold_sets)
+        if name is not None:
+            query = query.where(threshold_sets.c.name == name)
         return paginate(conn, query, [threshold_sets.c.name, threshold_sets.c.version], page, _out)
 
 
