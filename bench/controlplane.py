@@ -78,7 +78,8 @@ CLIENT_TIMEOUT_S = 30.0
 P99_TARGET_MS = 25.0
 SWEEP_RATES = (25, 50, 75, 100, 125, 150, 175, 200, 250, 300)
 
-console = Console()
+# a log file gets the full table, not one wrapped at 80 columns
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 # ---- processes -------------------------------------------------------------------------------
@@ -614,10 +615,12 @@ def copy_file(source: Path, target: Path) -> float:
     return time.perf_counter() - started
 
 
-def file_chunks(path: Path) -> Iterator[bytes]:
+def file_chunks(path: Path, sent: list[float]) -> Iterator[bytes]:
+    """The file in 1 MiB chunks; appends the time the last one was handed over to ``sent``."""
     with path.open("rb") as source:
         while chunk := source.read(CHUNK):
             yield chunk
+    sent.append(time.perf_counter())
 
 
 @dataclass
@@ -628,6 +631,9 @@ class Transfer:
     rss_peak_mb: float = 0.0
     rss_after_mb: float = 0.0
     rss_growth_mb: float = 0.0
+    # upload only: time from the last byte sent to the response (the server's fsync, metadata and
+    # database work, plus whatever it had not yet read from the socket)
+    finish_s: float | None = None
 
 
 def rss_fields(sampler: RssSampler) -> dict[str, float]:
@@ -641,22 +647,25 @@ def rss_fields(sampler: RssSampler) -> dict[str, float]:
 
 def upload(client: httpx.Client, pid: int, model: Path, digest: str, size: int) -> tuple[Transfer, int]:
     headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+    sent: list[float] = []
     with RssSampler(pid) as sampler:
         started = time.perf_counter()
         response = client.post(
             "/api/v1/models/bench-model/versions",
             params={"sha256": digest, "description": "bench"},
-            content=file_chunks(model),
+            content=file_chunks(model, sent),
             headers=headers,
         )
-        seconds = time.perf_counter() - started
+        finished = time.perf_counter()
+    seconds = finished - started
     if response.status_code != 201:
         raise RuntimeError(f"upload failed: {response.status_code} {response.text[:500]}")
     body = response.json()
     if body["sha256"] != digest or body["size"] != size:
         raise RuntimeError(f"upload stored {body['sha256']} / {body['size']} B")
     version: int = body["version"]
-    return Transfer(seconds, size / MB / seconds, **rss_fields(sampler)), version
+    finish = round(finished - sent[0], 3) if sent else None
+    return Transfer(seconds, size / MB / seconds, **rss_fields(sampler), finish_s=finish), version
 
 
 def download(client: httpx.Client, pid: int, version: int, target: Path, size: int) -> Transfer:
@@ -698,8 +707,8 @@ def run_transfers(cp: ControlPlaneProcess, token: str, model: Path, digest: str,
             target.unlink()
             console.log(
                 f"  transfer {rep + 1}/{reps}: copy {copies[-1]:.0f} MB/s, upload {up.mb_per_s:.0f} MB/s "
-                f"(RSS +{up.rss_growth_mb:.1f} MB), download {down.mb_per_s:.0f} MB/s "
-                f"(RSS +{down.rss_growth_mb:.1f} MB)"
+                f"(last byte to response {up.finish_s} s, RSS +{up.rss_growth_mb:.1f} MB), "
+                f"download {down.mb_per_s:.0f} MB/s (RSS +{down.rss_growth_mb:.1f} MB)"
             )
     copy_median = statistics.median(copies)
     up_median = statistics.median(t.mb_per_s for t in uploads)
@@ -714,6 +723,7 @@ def run_transfers(cp: ControlPlaneProcess, token: str, model: Path, digest: str,
         "download_median_mb_per_s": round(down_median, 1),
         "upload_ratio_vs_copy": round(up_median / copy_median, 3),
         "download_ratio_vs_copy": round(down_median / copy_median, 3),
+        "upload_finish_median_s": statistics.median(t.finish_s or 0.0 for t in uploads),
         "upload_rss_growth_max_mb": max(t.rss_growth_mb for t in uploads),
         "download_rss_growth_max_mb": max(t.rss_growth_mb for t in downloads),
     }
