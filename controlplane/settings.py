@@ -39,6 +39,23 @@ class ControlPlaneSettings(BaseSettings):
     schema_dirs: list[Path] = Field(
         default_factory=list, description="JSON Schemas that data_validation nodes name (as on the devices)."
     )
+    mqtt_host: str | None = Field(None, description="The MQTT broker; the bridge is off when unset.")
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_username: str = "edgefleet-controlplane"
+    mqtt_password: str | None = None
+    mqtt_tls: bool = False
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
+    mqtt_public_host: str | None = Field(
+        None, description="Broker host devices connect to; mqtt_host when unset."
+    )
+    mqtt_public_port: int | None = Field(
+        None, description="Broker port devices connect to; mqtt_port when unset."
+    )
+    mqtt_max_payload: int = Field(
+        1024 * 1024, gt=0, description="Larger MQTT payloads are dropped and counted."
+    )
     migrate_on_start: bool = Field(True, description="Apply database migrations when the service starts.")
     log_json: bool = Field(True, description="One JSON object per log line.")
 

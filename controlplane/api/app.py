@@ -56,13 +56,23 @@ def open_services(settings: ControlPlaneSettings) -> Services:
 def create_app(settings: ControlPlaneSettings | None = None) -> FastAPI:
     settings = settings or ControlPlaneSettings()
 
+    registry = CollectorRegistry()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.services = open_services(settings)
+        services = open_services(settings)
+        if settings.mqtt_host is not None:
+            from controlplane.bridge.service import Bridge
+
+            services.bridge = Bridge(settings, services.db, registry)
+            services.bridge.start()
+        app.state.services = services
         try:
             yield
         finally:
-            app.state.services.db.dispose()
+            if services.bridge is not None:
+                services.bridge.stop()
+            services.db.dispose()
 
     app = FastAPI(
         title="edgefleet control plane",
@@ -81,7 +91,6 @@ def create_app(settings: ControlPlaneSettings | None = None) -> FastAPI:
     for module in (devices, models, workflows, thresholds, access, audit):
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
 
-    registry = CollectorRegistry()
     app.state.metrics_registry = registry
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestObserver, metrics=HttpMetrics(registry))

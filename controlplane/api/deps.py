@@ -7,7 +7,7 @@ Every route declares what it needs with one of ``guard`` (operator routes), ``gu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -15,10 +15,13 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Connection
 
+from controlplane import desired
 from controlplane.access import PermissionSpec, Principal
 from controlplane.api.problems import Problem
 from controlplane.artifacts import BlobStore
+from controlplane.bridge.service import Bridge
 from controlplane.settings import ControlPlaneSettings
 from controlplane.signing import SigningKey
 from controlplane.store import Database, as_utc, utcnow
@@ -34,6 +37,21 @@ class Services:
     db: Database
     blobs: BlobStore
     signer: SigningKey
+    bridge: Bridge | None = None
+
+    def refresh_desired(self, conn: Connection, device_ids: Iterable[str] | None = None) -> list[str]:
+        """Recompute desired states in ``conn``'s transaction; returns the devices that changed."""
+        return desired.refresh(conn, self.settings.base_url, device_ids)
+
+    def publish_desired(self, device_ids: Iterable[str]) -> None:
+        """After the commit: publish the new desired states (when the MQTT bridge runs)."""
+        if self.bridge is not None:
+            self.bridge.publish_desired(device_ids)
+
+    def clear_desired(self, device_id: str) -> None:
+        """Remove a retired device's retained desired state from the broker."""
+        if self.bridge is not None:
+            self.bridge.clear_desired(device_id)
 
 
 def services(request: Request) -> Services:

@@ -35,6 +35,9 @@ devices = sa.Table(
     sa.Column("reported_state", sa.JSON),
     sa.Column("reported_at", Time),
     sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("online", sa.Boolean),  # from the device's retained MQTT status; None until it reports
+    sa.Column("status_at", Time),
+    sa.Column("mqtt_password_hash", sa.String(256)),  # Mosquitto password-file format, never plaintext
 )
 
 groups = sa.Table(
@@ -153,4 +156,91 @@ audit_head = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+)
+
+workflow_assignments = sa.Table(
+    "workflow_assignments",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("target_kind", sa.String(16), primary_key=True),  # group | device
+    sa.Column("target", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("assigned_at", Time, nullable=False),
+    sa.Column("assigned_by", sa.String(128), nullable=False),
+)
+
+# The desired state last computed for each device (a serialized edgefleet.v1.DesiredState).
+# ``digest`` covers the content without generation and time, so recomputing an unchanged state
+# does not bump the generation.
+desired_states = sa.Table(
+    "desired_states",
+    metadata,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+# Every outbox record stored, by (device, seq): ingest is idempotent on it.
+ingested_records = sa.Table(
+    "ingested_records",
+    metadata,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # telemetry | event
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("stored_at", Time, nullable=False),
+)
+
+# Per device, workflow, lineage and minute: run counts and merged latency histograms.
+telemetry_minutes = sa.Table(
+    "telemetry_minutes",
+    metadata,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("workflow_id", sa.String(128), primary_key=True),
+    sa.Column("lineage", sa.String(64), primary_key=True),  # digest of the lineage fields below
+    sa.Column("minute", Time, primary_key=True),
+    sa.Column("workflow_version", sa.BigInteger, nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("threshold_set", sa.String(128), nullable=False),
+    sa.Column("threshold_version", sa.BigInteger, nullable=False),
+    sa.Column("rollout_id", sa.String(64), nullable=False),
+    sa.Column("cohort", sa.String(16), nullable=False),
+    sa.Column("runs", sa.BigInteger, nullable=False),
+    sa.Column("passed", sa.BigInteger, nullable=False),
+    sa.Column("failed", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("skipped", sa.BigInteger, nullable=False),
+    sa.Column("dropped_frames", sa.BigInteger, nullable=False),
+    sa.Column("latency_ms", sa.JSON, nullable=False),  # {bounds, counts, sum, count}
+    sa.Column("node_latency_ms", sa.JSON, nullable=False),  # {node: histogram}
+    sa.Column("model_latency_ms", sa.JSON, nullable=False),  # {model: histogram}
+    sa.Index("ix_telemetry_minutes_minute", "minute"),
+)
+
+# The latest system metrics each device sent, per minute.
+system_minutes = sa.Table(
+    "system_minutes",
+    metadata,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("minute", Time, primary_key=True),
+    sa.Column("metrics", sa.JSON, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("workflow_id", sa.String(128), nullable=False),
+    sa.Column("run_id", sa.String(128), nullable=False),
+    sa.Column("message", sa.String(2048), nullable=False),
+    sa.Column("lineage", sa.JSON, nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("thumbnail", sa.LargeBinary),
+    sa.Index("ix_events_at", "at"),
 )

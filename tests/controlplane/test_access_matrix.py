@@ -50,6 +50,8 @@ RULES: dict[tuple[str, str], Any] = {
     ("GET", "/api/v1/workflows/{name}/versions/{version}"): ("workflows", "read"),
     ("GET", "/api/v1/workflows/{name}/versions/{version}/manifest"): artifact("workflows"),
     ("GET", "/api/v1/workflows/{name}/versions/{version}/content"): artifact("workflows"),
+    ("PUT", "/api/v1/workflows/{name}/assignments/{target_kind}/{target}"): ("workflows", "update"),
+    ("GET", "/api/v1/workflows/{name}/assignments"): ("workflows", "read"),
     ("POST", "/api/v1/thresholds/{name}/versions"): ("thresholds", "create"),
     ("GET", "/api/v1/thresholds"): ("thresholds", "read"),
     ("GET", "/api/v1/thresholds/{name}/versions/{version}"): ("thresholds", "read"),

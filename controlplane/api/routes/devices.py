@@ -25,6 +25,7 @@ from controlplane.api.http import (
     set_etag,
 )
 from controlplane.api.problems import Problem
+from controlplane.fleet import groups_of, in_group
 from controlplane.store import as_utc, utcnow
 from controlplane.store.schema import devices, groups, tokens
 from controlplane.tokens import new_token, parse_token, secret_matches
@@ -158,18 +159,6 @@ def _group_out(row: Mapping[Any, Any]) -> GroupOut:
         created_at=as_utc(row["created_at"]),
         revision=row["revision"],
     )
-
-
-def in_group(group: Mapping[Any, Any], device_id: str, labels: Mapping[str, str]) -> bool:
-    if group["members"] is not None:
-        return device_id in group["members"]
-    selector: Mapping[str, str] = group["selector"] or {}
-    return all(labels.get(key) == value for key, value in selector.items())
-
-
-def groups_of(conn: Connection, device_id: str, labels: Mapping[str, str]) -> list[str]:
-    rows = conn.execute(sa.select(groups).order_by(groups.c.name)).mappings()
-    return [row["name"] for row in rows if in_group(row, device_id, labels)]
 
 
 def _load_device(conn: Connection, device_id: str) -> Mapping[Any, Any]:
@@ -357,8 +346,10 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
             actor=f"enrollment:{parsed.id}",
             action="device.enroll",
             resource=f"devices/{device_id}",
-            after=device,
+            after=dict(_load_device(conn, device_id)),
         )
+        changed = svc.refresh_desired(conn, [device_id])
+    svc.publish_desired(changed)
     return Enrolled(
         device_id=device_id,
         credential=credential.token,
@@ -448,7 +439,9 @@ def update_device(
             before=dict(row),
             after=after,
         )
+        changed = svc.refresh_desired(conn, [device_id])
         out = _device_out(after, groups_of(conn, device_id, labels))
+    svc.publish_desired(changed)
     set_etag(response, after["revision"])
     return out
 
@@ -482,6 +475,7 @@ def decommission_device(
             before=dict(row),
             after=after,
         )
+    svc.clear_desired(device_id)
     return _device_out(after)
 
 
@@ -528,6 +522,8 @@ def create_group(
         audit.append(
             conn, actor=caller.actor, action="group.create", resource=f"groups/{body.name}", after=row
         )
+        changed = svc.refresh_desired(conn)
+    svc.publish_desired(changed)
     set_etag(response, 1)
     return _group_out(row)
 
@@ -584,6 +580,8 @@ def replace_group(
             before=dict(row),
             after=after,
         )
+        changed = svc.refresh_desired(conn)
+    svc.publish_desired(changed)
     set_etag(response, after["revision"])
     return _group_out(after)
 
@@ -600,6 +598,8 @@ def delete_group(
         audit.append(
             conn, actor=caller.actor, action="group.delete", resource=f"groups/{name}", before=dict(row)
         )
+        changed = svc.refresh_desired(conn)
+    svc.publish_desired(changed)
     return Response(status_code=204)
 
 

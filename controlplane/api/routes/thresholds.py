@@ -10,7 +10,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Response
@@ -21,7 +21,13 @@ from controlplane import audit
 from controlplane.access import Principal
 from controlplane.api.deps import ServicesDep, guard
 from controlplane.api.http import NAME_PATTERN, NamePath, Page, PageParams, VersionPath, paginate
-from controlplane.api.problems import Problem
+from controlplane.api.routes.assignments import (
+    AssignmentIn,
+    AssignmentOut,
+    TargetKind,
+    assign,
+    assignment_out,
+)
 from controlplane.api.routes.releases import (
     SignedManifestOut,
     artifact_reader,
@@ -32,7 +38,7 @@ from controlplane.api.routes.releases import (
 )
 from controlplane.audit import canonical_json
 from controlplane.store import as_utc, utcnow
-from controlplane.store.schema import devices, groups, threshold_assignments, threshold_sets
+from controlplane.store.schema import threshold_assignments, threshold_sets
 
 router = APIRouter(prefix="/api/v1", tags=["thresholds"])
 
@@ -64,20 +70,6 @@ class ThresholdSetOut(BaseModel):
     created_by: str
 
 
-class AssignmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1, le=2**31 - 1)
-
-
-class AssignmentOut(BaseModel):
-    name: str
-    target_kind: Literal["group", "device"]
-    target: str
-    version: int
-    assigned_at: datetime
-    assigned_by: str
-
-
 def _out(row: Mapping[Any, Any]) -> ThresholdSetOut:
     return ThresholdSetOut(
         name=row["name"],
@@ -87,10 +79,6 @@ def _out(row: Mapping[Any, Any]) -> ThresholdSetOut:
         created_at=as_utc(row["created_at"]),
         created_by=row["created_by"],
     )
-
-
-def _assignment_out(row: Mapping[Any, Any]) -> AssignmentOut:
-    return AssignmentOut(**{**row, "assigned_at": as_utc(row["assigned_at"])})
 
 
 def content_of(name: str, version: int, values: Mapping[str, float]) -> bytes:
@@ -191,46 +179,24 @@ def threshold_content(
 @router.put("/thresholds/{name}/assignments/{target_kind}/{target}", response_model=AssignmentOut)
 def assign_threshold_set(
     name: NamePath,
-    target_kind: Literal["group", "device"],
+    target_kind: TargetKind,
     target: Annotated[str, PathParam(pattern=NAME_PATTERN, max_length=128)],
     body: AssignmentIn,
     svc: ServicesDep,
     caller: Annotated[Principal, Depends(guard("thresholds", "update"))],
 ) -> AssignmentOut:
     """Make ``version`` of set ``name`` the one a group or a device runs (replaces any earlier)."""
-    with svc.db.write() as conn:
-        load_version(conn, threshold_sets, "threshold set", name, body.version)
-        table, column = (groups, groups.c.name) if target_kind == "group" else (devices, devices.c.id)
-        if conn.execute(sa.select(column).where(column == target)).first() is None:
-            raise Problem(404, f"{target_kind} '{target}' does not exist", type="not-found")
-        key = (
-            (threshold_assignments.c.name == name)
-            & (threshold_assignments.c.target_kind == target_kind)
-            & (threshold_assignments.c.target == target)
-        )
-        before = conn.execute(sa.select(threshold_assignments).where(key)).mappings().first()
-        row = {
-            "name": name,
-            "target_kind": target_kind,
-            "target": target,
-            "version": body.version,
-            "assigned_at": utcnow(),
-            "assigned_by": caller.actor,
-        }
-        if before is None:
-            conn.execute(threshold_assignments.insert().values(**row))
-        else:
-            conn.execute(threshold_assignments.update().where(key).values(**row))
-        audit.append(
-            conn,
-            actor=caller.actor,
-            action="thresholds.assign",
-            resource=f"thresholds/{name}/assignments/{target_kind}/{target}",
-            before=None if before is None else {"version": before["version"]},
-            after={"version": body.version},
-        )
-        del table
-    return _assignment_out(row)
+    return assign(
+        svc,
+        assignments=threshold_assignments,
+        versions=threshold_sets,
+        kind="threshold set",
+        name=name,
+        target_kind=target_kind,
+        target=target,
+        version=body.version,
+        caller=caller,
+    )
 
 
 @router.get("/thresholds/{name}/assignments", response_model=Page[AssignmentOut])
@@ -243,4 +209,4 @@ def list_assignments(
     query = sa.select(threshold_assignments).where(threshold_assignments.c.name == name)
     keys = [threshold_assignments.c.target_kind, threshold_assignments.c.target]
     with svc.db.read() as conn:
-        return paginate(conn, query, keys, page, _assignment_out)
+        return paginate(conn, query, keys, page, assignment_out)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
@@ -17,8 +18,15 @@ from agent.workflow import CompileError, SpecError, parse_document
 from controlplane import audit
 from controlplane.access import Principal
 from controlplane.api.deps import Services, ServicesDep, guard
-from controlplane.api.http import NamePath, Page, PageParams, VersionPath, paginate
+from controlplane.api.http import NAME_PATTERN, NamePath, Page, PageParams, VersionPath, paginate
 from controlplane.api.problems import Problem
+from controlplane.api.routes.assignments import (
+    AssignmentIn,
+    AssignmentOut,
+    TargetKind,
+    assign,
+    assignment_out,
+)
 from controlplane.api.routes.releases import (
     SignedManifestOut,
     VersionRef,
@@ -31,7 +39,7 @@ from controlplane.api.routes.releases import (
 from controlplane.audit import canonical_json
 from controlplane.catalog import check_workflow
 from controlplane.store import as_utc, utcnow
-from controlplane.store.schema import workflows
+from controlplane.store.schema import workflow_assignments, workflows
 
 router = APIRouter(prefix="/api/v1", tags=["workflows"])
 
@@ -243,3 +251,40 @@ def workflow_content(
     return Response(
         canonical_json(row["document"]), media_type="application/json", headers={"ETag": f'"{row["sha256"]}"'}
     )
+
+
+@router.put("/workflows/{name}/assignments/{target_kind}/{target}", response_model=AssignmentOut)
+def assign_workflow(
+    name: NamePath,
+    target_kind: TargetKind,
+    target: Annotated[str, PathParam(pattern=NAME_PATTERN, max_length=128)],
+    body: AssignmentIn,
+    svc: ServicesDep,
+    caller: Annotated[Principal, Depends(guard("workflows", "update"))],
+) -> AssignmentOut:
+    """Run ``version`` of workflow ``name`` on a group or a device (with the models it uses and
+    the threshold sets assigned there): their desired state changes and is published."""
+    return assign(
+        svc,
+        assignments=workflow_assignments,
+        versions=workflows,
+        kind="workflow",
+        name=name,
+        target_kind=target_kind,
+        target=target,
+        version=body.version,
+        caller=caller,
+    )
+
+
+@router.get("/workflows/{name}/assignments", response_model=Page[AssignmentOut])
+def list_workflow_assignments(
+    name: NamePath,
+    svc: ServicesDep,
+    _caller: Annotated[Principal, Depends(guard("workflows", "read"))],
+    page: Annotated[PageParams, Depends()],
+) -> Page[AssignmentOut]:
+    query = sa.select(workflow_assignments).where(workflow_assignments.c.name == name)
+    keys = [workflow_assignments.c.target_kind, workflow_assignments.c.target]
+    with svc.db.read() as conn:
+        return paginate(conn, query, keys, page, assignment_out)
