@@ -20,7 +20,7 @@ from controlplane.api import problems
 from controlplane.api.deps import Services
 from controlplane.api.observability import BodyLimit, HttpMetrics, RequestObserver
 from controlplane.api.problems import problem_response
-from controlplane.api.routes import access, audit, devices, models, thresholds, workflows
+from controlplane.api.routes import access, audit, devices, models, telemetry, thresholds, workflows
 from controlplane.artifacts import FileBlobStore
 from controlplane.settings import ControlPlaneSettings
 from controlplane.signing import SigningKey
@@ -88,7 +88,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> FastAPI:
             409, "a concurrent change got there first; read again and retry", type="conflict"
         )
 
-    for module in (devices, models, workflows, thresholds, access, audit):
+    for module in (devices, models, workflows, thresholds, telemetry, access, audit):
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
 
     app.state.metrics_registry = registry

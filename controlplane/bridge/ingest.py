@@ -46,7 +46,9 @@ def _insert_ignore(conn: Connection, table: sa.Table, values: Mapping[str, Any])
         statement = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - the two supported databases
         raise NotImplementedError(dialect)
-    return bool(conn.execute(statement).rowcount == 1)
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT … ON CONFLICT DO NOTHING.
+    key = next(iter(table.primary_key.columns))
+    return conn.execute(statement.returning(key)).first() is not None
 
 
 def _histogram(message: sync_pb2.Histogram) -> dict[str, Any]:
