@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from controlplane.api.http import (
     set_etag,
 )
 from controlplane.api.problems import Problem
+from controlplane.broker.config import password_hash
 from controlplane.fleet import groups_of, in_group
 from controlplane.store import as_utc, utcnow
 from controlplane.store.schema import devices, groups, tokens
@@ -75,9 +77,20 @@ class EnrollRequest(BaseModel):
     labels: Labels = Field(default_factory=dict)
 
 
+class MqttAccess(BaseModel):
+    host: str | None = Field(
+        description="The broker devices connect to; null when the control plane has none."
+    )
+    port: int
+    tls: bool
+    username: str
+    password: str = Field(description="Shown once; only its hash is stored (in Mosquitto's format).")
+
+
 class Enrolled(BaseModel):
     device_id: str
     credential: str = Field(description="The device's own bearer credential; shown once.")
+    mqtt: MqttAccess
     signing_public_key: str = Field(description="PEM: verify release manifests with it.")
     signing_key_id: str
     api_url: str
@@ -93,6 +106,8 @@ class DeviceOut(BaseModel):
     last_seen_at: datetime | None
     reported_state: dict[str, Any] | None
     reported_at: datetime | None
+    online: bool | None = Field(None, description="From the device's MQTT status; null before it first connects.")
+    status_at: datetime | None = None
     revision: int
     groups: list[str] = Field(default_factory=list)
 
@@ -144,9 +159,9 @@ class GroupOut(BaseModel):
 
 
 def _device_out(row: Mapping[Any, Any], group_names: list[str] | None = None) -> DeviceOut:
-    data = dict(row)
-    for key in ("enrolled_at", "last_seen_at", "reported_at"):
-        data[key] = as_utc(data[key])
+    data = {k: v for k, v in row.items() if k != "mqtt_password_hash"}
+    for key in ("enrolled_at", "last_seen_at", "reported_at", "status_at"):
+        data[key] = as_utc(data.get(key))
     return DeviceOut(**data, groups=group_names or [])
 
 
@@ -313,8 +328,10 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
         )
         if claimed.rowcount != 1:
             raise Problem(401, f"enrollment token {parsed.id} was already used", type="unauthorized")
+        mqtt_password = secrets.token_urlsafe(24)
         device = {
             "id": device_id,
+            "mqtt_password_hash": password_hash(mqtt_password),
             "labels": {**details.get("labels", {}), **body.labels},
             "profile": body.profile or details.get("profile"),
             "hostname": body.hostname,
@@ -350,9 +367,17 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
         )
         changed = svc.refresh_desired(conn, [device_id])
     svc.publish_desired(changed)
+    settings = svc.settings
     return Enrolled(
         device_id=device_id,
         credential=credential.token,
+        mqtt=MqttAccess(
+            host=settings.mqtt_public_host or settings.mqtt_host,
+            port=settings.mqtt_public_port or settings.mqtt_port,
+            tls=settings.mqtt_tls,
+            username=device_id,
+            password=mqtt_password,
+        ),
         signing_public_key=svc.signer.public_key_pem(),
         signing_key_id=svc.signer.key_id,
         api_url=svc.settings.base_url,
