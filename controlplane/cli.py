@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from controlplane import server_cli
+from controlplane.broker.cli import broker_config
 from controlplane.commands import admin as admin_commands
 from controlplane.commands import artifacts, fleet, models, session
 
@@ -39,6 +40,7 @@ app.add_typer(artifacts.thresholds_app, name="thresholds")
 app.add_typer(admin_commands.audit_app, name="audit")
 app.add_typer(admin_commands.tokens_app, name="tokens")
 app.add_typer(admin_commands.policies_app, name="policies")
+app.command("broker-config")(broker_config)
 
 
 @app.callback()

@@ -18,6 +18,8 @@ from agent.workflow import (
 )
 from tests.workflow.testnodes import register_test_nodes
 
+pytest_plugins = ["tests.mqtt_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
