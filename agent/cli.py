@@ -243,6 +243,88 @@ def serve(
     typer.echo(json.dumps({"device_id": settings.device_id, "workflows": summary}, indent=2))
 
 
+@app.command()
+def enroll(
+    url: Annotated[str, typer.Option("--url", help="The control plane, e.g. https://fleet.example.com.")],
+    token: Annotated[str, typer.Option("--token", help="Single-use enrollment token from the operator.")],
+    device_id: Annotated[
+        str | None,
+        typer.Option("--device-id", help="This device's id; the control plane picks one when unset."),
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="key=value label for the device (repeatable).")
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Agent data directory; credentials.json is written there.")
+    ] = Path("/var/lib/edgefleet"),
+    force: Annotated[bool, typer.Option("--force", help="Replace existing credentials.")] = False,
+) -> None:
+    """Enroll this device with a control plane and store its credentials (mode 0600).
+
+    Prints the device id. Exits 1 when the control plane refuses or cannot be reached, 2 on bad
+    usage or when the device is already enrolled (use --force to enroll again)."""
+    import os
+    import socket
+
+    import httpx
+
+    from agent.fsutil import atomic_write
+    from agent.manifest import ManifestError, load_public_key
+
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _err(f"error: --label {item!r} is not key=value")
+            raise typer.Exit(2)
+        labels[key] = value
+    path = data_dir / "credentials.json"
+    if path.exists() and not force:
+        _err(f"error: {path} exists: this device is already enrolled (pass --force to enroll again)")
+        raise typer.Exit(2)
+    body: dict[str, Any] = {"token": token, "labels": labels, "hostname": socket.gethostname()[:255]}
+    if device_id is not None:
+        body["device_id"] = device_id
+    endpoint = url.rstrip("/") + "/api/v1/enroll"
+    try:
+        with httpx.Client(timeout=30.0) as client:
+            response = client.post(endpoint, json=body)
+    except httpx.HTTPError as exc:
+        _err(f"error: cannot reach the control plane at {endpoint}: {exc}")
+        raise typer.Exit(1) from exc
+    if response.status_code != 201:
+        try:
+            detail = response.json().get("detail") or response.text
+        except ValueError:
+            detail = response.text
+        _err(f"error: enrollment refused (HTTP {response.status_code}): {str(detail).strip()[:500]}")
+        raise typer.Exit(1)
+    try:
+        data = response.json()
+        credentials: dict[str, Any] = {
+            "device_id": str(data["device_id"]),
+            "credential": str(data["credential"]),
+            "signing_public_key": str(data["signing_public_key"]),
+            "signing_key_id": data.get("signing_key_id"),
+            "api_url": str(data.get("api_url") or url.rstrip("/")),
+        }
+        load_public_key(credentials["signing_public_key"])
+    except (ValueError, KeyError, TypeError, AttributeError, ManifestError) as exc:
+        _err(f"error: the control plane's enrollment answer is unusable: {exc}")
+        raise typer.Exit(1) from exc
+    if isinstance(data.get("mqtt"), dict):
+        credentials["mqtt"] = data["mqtt"]
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # atomic_write's temporary file is created with mode 0600 and renamed into place
+        atomic_write(path, (json.dumps(credentials, indent=2) + "\n").encode())
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        _err(f"error: cannot write {path}: {exc}")
+        raise typer.Exit(1) from exc
+    typer.echo(credentials["device_id"])
+
+
 model_app = typer.Typer(help="The device's model store.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 

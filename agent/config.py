@@ -20,15 +20,24 @@ Example::
         queue: {size: 8, policy: drop_oldest}
         sources:
           - {type: capture, uri: "rtsp://10.0.0.7/stream1"}
+    sync:                         # optional: managed by a control plane (docs/sync.md)
+      control_plane_url: https://fleet.example.com
+      mqtt_host: mqtt.example.com
+      mqtt_tls: true
+      mqtt_ca_file: /etc/edgefleet/ca.pem
+
+A workflow binding may name a workflow by id instead of by file (``workflow: surface_inspection``):
+its sources start when the control plane delivers that workflow.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -55,14 +64,119 @@ class QueueSettings(BaseModel):
 
 
 class WorkflowBinding(BaseModel):
-    """A workflow and the frame sources that feed it."""
+    """A workflow and the frame sources that feed it.
+
+    ``file`` is a workflow graph compiled at start. ``workflow`` names a workflow by id instead:
+    the control plane delivers it (docs/sync.md) and the sources start once it is running. With
+    both, the file is what runs until the control plane delivers a version of that workflow.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    file: Path
+    file: Path | None = Field(None, description="Workflow graph (JSON or YAML) compiled at start.")
+    workflow: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description="Workflow id delivered by the control plane; these sources feed it.",
+    )
     workers: int = Field(2, ge=1, le=64, description="Runs in flight at once (frames in parallel).")
     queue: QueueSettings = Field(default_factory=QueueSettings)
     input_key: str = Field("image", description="Key of the frame in the run's input document.")
     sources: list[SyntheticSourceSpec | FolderSourceSpec | CaptureSourceSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _file_or_workflow(self) -> WorkflowBinding:
+        if self.file is None and self.workflow is None:
+            raise ValueError(
+                "give 'file' (a workflow graph) or 'workflow' (a workflow id from the control plane)"
+            )
+        return self
+
+
+class SyncSettings(BaseModel):
+    """Being managed by a control plane: the MQTT link and where artifacts come from.
+
+    Unset values come from the credentials file written by ``edgefleet-agent enroll``
+    (``api_url``, and its ``mqtt`` object when the control plane sent one).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    control_plane_url: str | None = Field(
+        None, description="Base URL of the control plane's API; the enrolled api_url when unset."
+    )
+    credentials_file: Path | None = Field(None, description="Default: <data_dir>/credentials.json.")
+    mqtt_host: str | None = Field(None, description="The MQTT broker; the enrolled mqtt.host when unset.")
+    mqtt_port: int | None = Field(None, ge=1, le=65535, description="Default: 8883 with TLS, 1883 without.")
+    mqtt_username: str | None = Field(None, description="Default: the device id.")
+    mqtt_password: str | None = Field(None, description="Default: the enrolled mqtt.password, if any.")
+    mqtt_tls: bool | None = Field(None, description="Default: the enrolled mqtt.tls, else false.")
+    mqtt_ca_file: Path | None = Field(None, description="CA bundle for the broker; the system's when unset.")
+    mqtt_cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    mqtt_key_file: Path | None = Field(None, description="Client private key (mutual TLS).")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    telemetry_interval_s: float = Field(10.0, gt=0)
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, le=2**32 - 1)
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay (before jitter).")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> SyncSettings:
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("mqtt_cert_file and mqtt_key_file must be set together")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be less than reconnect_min_s")
+        return self
+
+
+class Credentials(BaseModel):
+    """What ``edgefleet-agent enroll`` stores (mode 0600): the device's identity at the control plane."""
+
+    model_config = ConfigDict(extra="ignore")
+    device_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    credential: str = Field(min_length=1, description="Bearer credential for the control plane's API.")
+    signing_public_key: str = Field(description="PEM ed25519 key that release manifests are signed with.")
+    signing_key_id: str | None = None
+    api_url: str
+    mqtt: dict[str, Any] | None = Field(None, description="Broker settings sent at enrollment, if any.")
+
+    @classmethod
+    def load(cls, path: Path) -> Credentials:
+        """Read ``path``; ``ValueError`` naming the file when it is missing or malformed."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(
+                f"credentials file {path} does not exist: enroll first (edgefleet-agent enroll)"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"credentials file {path} is unreadable: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"credentials file {path} is invalid: {problems}") from None
+
+
+class ResolvedSync(BaseModel):
+    """:class:`SyncSettings` with every default filled in from the credentials."""
+
+    model_config = ConfigDict(frozen=True)
+    device_id: str
+    control_plane_url: str
+    credential: str
+    signing_public_key: str
+    mqtt_host: str
+    mqtt_port: int
+    mqtt_username: str | None
+    mqtt_password: str | None
+    mqtt_tls: bool
+    mqtt_ca_file: Path | None
+    mqtt_cert_file: Path | None
+    mqtt_key_file: Path | None
+    keepalive_s: int
+    telemetry_interval_s: float
+    session_expiry_s: int
+    reconnect_min_s: float
+    reconnect_max_s: float
 
 
 class AgentSettings(BaseSettings):
@@ -79,6 +193,7 @@ class AgentSettings(BaseSettings):
     results_jsonl: Path | None = Field(
         None, description="Append one line per run here (for audits and demos)."
     )
+    sync: SyncSettings | None = Field(None, description="Managed by a control plane (docs/sync.md).")
     config_dir: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -97,11 +212,66 @@ class AgentSettings(BaseSettings):
         for model in self.models:
             model.file = fix(model.file)
         for binding in self.workflows:
-            binding.file = fix(binding.file)
+            binding.file = fix(binding.file) if binding.file else None
             for source in binding.sources:
                 if isinstance(source, FolderSourceSpec):
                     source.path = fix(source.path)
+        if self.sync is not None:
+            sync = self.sync
+            sync.credentials_file = fix(sync.credentials_file) if sync.credentials_file else None
+            sync.mqtt_ca_file = fix(sync.mqtt_ca_file) if sync.mqtt_ca_file else None
+            sync.mqtt_cert_file = fix(sync.mqtt_cert_file) if sync.mqtt_cert_file else None
+            sync.mqtt_key_file = fix(sync.mqtt_key_file) if sync.mqtt_key_file else None
         return self
+
+    @property
+    def credentials_file(self) -> Path:
+        """Where ``edgefleet-agent enroll`` wrote this device's credentials."""
+        if self.sync is not None and self.sync.credentials_file is not None:
+            return self.sync.credentials_file
+        return self.data_dir / "credentials.json"
+
+    def resolve_sync(self, credentials: Credentials) -> ResolvedSync:
+        """The sync settings with defaults taken from ``credentials``; ``ValueError`` when the
+        broker or the control plane is known from neither, or the device ids disagree."""
+        sync = self.sync
+        if sync is None:
+            raise ValueError("the agent has no sync settings")
+        device_id = self.device_id
+        if credentials.device_id != device_id:
+            if "device_id" in self.model_fields_set:
+                raise ValueError(
+                    f"device_id is '{device_id}' but {self.credentials_file} was enrolled as "
+                    f"'{credentials.device_id}'"
+                )
+            device_id = credentials.device_id
+        mqtt = credentials.mqtt or {}
+        host = sync.mqtt_host or mqtt.get("host")
+        if not isinstance(host, str) or not host:
+            raise ValueError("sync.mqtt_host is not set and the credentials carry no mqtt.host")
+        tls = sync.mqtt_tls if sync.mqtt_tls is not None else bool(mqtt.get("tls", False))
+        port = sync.mqtt_port or mqtt.get("port") or (8883 if tls else 1883)
+        password = sync.mqtt_password if sync.mqtt_password is not None else mqtt.get("password")
+        username = sync.mqtt_username or mqtt.get("username") or device_id
+        return ResolvedSync(
+            device_id=device_id,
+            control_plane_url=(sync.control_plane_url or credentials.api_url).rstrip("/"),
+            credential=credentials.credential,
+            signing_public_key=credentials.signing_public_key,
+            mqtt_host=host,
+            mqtt_port=int(port),
+            mqtt_username=str(username),
+            mqtt_password=None if password is None else str(password),
+            mqtt_tls=tls,
+            mqtt_ca_file=sync.mqtt_ca_file,
+            mqtt_cert_file=sync.mqtt_cert_file,
+            mqtt_key_file=sync.mqtt_key_file,
+            keepalive_s=sync.keepalive_s,
+            telemetry_interval_s=sync.telemetry_interval_s,
+            session_expiry_s=sync.session_expiry_s,
+            reconnect_min_s=sync.reconnect_min_s,
+            reconnect_max_s=sync.reconnect_max_s,
+        )
 
     @classmethod
     def settings_customise_sources(

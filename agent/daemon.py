@@ -4,7 +4,13 @@
 files), loads the live thresholds, compiles every configured workflow against them (models are
 loaded and sessions created here, before any frame), then starts the sources and the run
 workers. ``Agent.stop`` stops the sources, lets the workers finish every queued frame and shuts
-the runtime down. Later the sync layer and the device API join this same process.
+the runtime down.
+
+With a ``sync`` section the agent is managed by a control plane (docs/sync.md): it restores what
+the control plane last had it run, then connects over MQTT and reconciles every desired state.
+The reconciler reaches the agent through ``compile_document``, ``activate_plan`` (a running
+workflow's plan is swapped between two frames; a new workflow gets its frame sources from the
+config binding that names its id, or none), ``retire_workflow`` and ``plans``.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import statistics
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from agent.config import AgentSettings, WorkflowBinding
+from agent import __version__
+from agent.config import AgentSettings, Credentials, WorkflowBinding
 from agent.inference.backend import BackendOptions
 from agent.inference.backends import make_backends
 from agent.inference.runtime import ModelRuntime
@@ -28,8 +36,21 @@ from agent.profiles import DeviceFacts, Profile, bundled_profiles_dir, load_prof
 from agent.sources.frames import FrameQueue
 from agent.sources.readers import Source, make_source
 from agent.thresholds import ThresholdStore
-from agent.workflow import CompileOptions, Executor, Plan, RunResult, compile_workflow, read_document
+from agent.workflow import (
+    CompileOptions,
+    Executor,
+    Plan,
+    RunResult,
+    SpecError,
+    compile_workflow,
+    read_document,
+)
 from agent.workflow.result import json_default
+
+if TYPE_CHECKING:
+    from agent.config import ResolvedSync
+    from agent.sync.mqtt import SyncClient
+    from agent.sync.reconciler import HttpFetcher, Reconciler, ReconcileWorker
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +102,9 @@ class WorkflowService:
     def __init__(
         self, plan: Plan, binding: WorkflowBinding, executor: Executor, results: TextIO | None
     ) -> None:
-        self.plan = plan
+        self._plan = plan
+        self._plan_lock = threading.Lock()
+        self.plan_swaps = 0
         self.binding = binding
         self.executor = executor
         self.queue = FrameQueue(binding.queue.size, binding.queue.policy)
@@ -90,6 +113,7 @@ class WorkflowService:
             for i, spec in enumerate(binding.sources)
         ]
         self.stats = WorkflowStats()
+        self._started = False
         self._results = results
         self._results_lock = threading.Lock()
         self._workers = [
@@ -97,7 +121,28 @@ class WorkflowService:
             for i in range(binding.workers)
         ]
 
+    @property
+    def plan(self) -> Plan:
+        """The plan the next frame runs."""
+        return self._plan
+
+    def replace_plan(self, plan: Plan) -> Plan:
+        """Swap in a new compiled plan of the same workflow; returns the old one.
+
+        The swap is atomic and happens between frames: each frame reads the plan once when it
+        starts, so runs in flight finish on the old plan and the next frame runs the new one.
+        Sources, queue and workers stay as they are."""
+        if plan.workflow_id != self._plan.workflow_id:
+            raise ValueError(
+                f"cannot replace workflow '{self._plan.workflow_id}' with workflow '{plan.workflow_id}'"
+            )
+        with self._plan_lock:
+            old, self._plan = self._plan, plan
+            self.plan_swaps += 1
+        return old
+
     def start(self) -> None:
+        self._started = True
         for worker in self._workers:
             worker.start()
         for source in self.sources:
@@ -105,13 +150,14 @@ class WorkflowService:
 
     def _work(self) -> None:
         while (frame := self.queue.get()) is not None:
+            plan = self._plan  # one plan per frame, even if a new one is swapped in meanwhile
             started = time.perf_counter()
-            result = self.executor.run(self.plan, frame.document(self.binding.input_key))
+            result = self.executor.run(plan, frame.document(self.binding.input_key))
             self.stats.record(result, time.perf_counter() - started)
             if result.error is not None:
                 log.warning(
                     "workflow %s frame %s#%d failed at %s: %s",
-                    self.plan.workflow_id,
+                    plan.workflow_id,
                     frame.source,
                     frame.seq,
                     result.error.node,
@@ -129,6 +175,9 @@ class WorkflowService:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the sources, run what is queued, then stop the workers."""
+        if not self._started:
+            self.queue.close()
+            return
         for source in self.sources:
             source.stop()
         for source in self.sources:
@@ -155,8 +204,13 @@ class Agent:
         self.runtime: ModelRuntime | None = None
         self.executor: Executor | None = None
         self.services: list[WorkflowService] = []
+        self.sync: AgentSync | None = None
         self._results: TextIO | None = None
         self._stop = threading.Event()
+        self._services_lock = threading.RLock()
+        self._compile_options: CompileOptions | None = None
+        self._waiting_bindings: dict[str, WorkflowBinding] = {}
+        self._running = False
         self.started_at: float | None = None
 
     def start(self) -> None:
@@ -193,28 +247,120 @@ class Agent:
             schema_dirs=tuple(settings.schema_dirs),
             resources={"models": self.runtime, "thresholds": self.thresholds},
         )
-        plans = [(compile_workflow(read_document(b.file), compile_options), b) for b in settings.workflows]
+        self._compile_options = compile_options
+        plans: list[tuple[Plan, WorkflowBinding]] = []
+        for binding in settings.workflows:
+            if binding.file is None:
+                assert binding.workflow is not None  # the binding's validator checks it
+                self._waiting_bindings[binding.workflow] = binding
+                continue
+            plan = compile_workflow(read_document(binding.file), compile_options)
+            if binding.workflow is not None and binding.workflow != plan.workflow_id:
+                raise SpecError(
+                    f"the binding names workflow '{binding.workflow}' but the file holds "
+                    f"workflow '{plan.workflow_id}'",
+                    source=str(binding.file),
+                )
+            plans.append((plan, binding))
         if settings.results_jsonl is not None:
             settings.results_jsonl.parent.mkdir(parents=True, exist_ok=True)
             self._results = settings.results_jsonl.open("a", encoding="utf-8")
         self.services = [
             WorkflowService(plan, binding, self.executor, self._results) for plan, binding in plans
         ]
+        if settings.sync is not None:
+            self.sync = AgentSync.create(self, settings)
+            self.sync.restore()  # what the control plane had running, before any frame
         self.started_at = time.monotonic()
-        for service in self.services:
+        with self._services_lock:
+            self._running = True
+            services = list(self.services)
+        for service in services:
             service.start()
+        if self.sync is not None:
+            self.sync.start()
+
+    # ---- the reconciler's view of the agent (agent.sync.reconciler.WorkflowHost) ---------------
+
+    @property
+    def model_store(self) -> ModelStore:
+        if self.runtime is None:
+            raise RuntimeError("the agent is not started")
+        return self.runtime.store
+
+    def compile_document(self, document: Mapping[str, Any]) -> Plan:
+        """Compile a workflow graph against this agent's runtime and live thresholds."""
+        if self._compile_options is None:
+            raise RuntimeError("the agent is not started")
+        return compile_workflow(dict(document), self._compile_options)
+
+    def plans(self) -> dict[str, Plan]:
+        with self._services_lock:
+            return {service.plan.workflow_id: service.plan for service in self.services}
+
+    def service(self, workflow_id: str) -> WorkflowService | None:
+        with self._services_lock:
+            return next((s for s in self.services if s.plan.workflow_id == workflow_id), None)
+
+    def activate_plan(self, plan: Plan) -> None:
+        """Run ``plan``: a running workflow of that id has its plan swapped between two frames; a
+        new one gets a service fed by the config binding that names its id (none: no sources,
+        it runs when asked, e.g. through the device API)."""
+        with self._services_lock:
+            service = self.service(plan.workflow_id)
+            if service is not None:
+                service.replace_plan(plan)
+                return
+            if self.executor is None:
+                raise RuntimeError("the agent is not started")
+            binding = self._waiting_bindings.pop(plan.workflow_id, None) or WorkflowBinding(
+                workflow=plan.workflow_id
+            )
+            service = WorkflowService(plan, binding, self.executor, self._results)
+            self.services.append(service)
+            if self._running:
+                service.start()
+
+    def retire_workflow(self, workflow_id: str) -> None:
+        """Stop a workflow the control plane no longer assigns. One bound to a file in the
+        config keeps running the plan it has: the config still asks for it."""
+        with self._services_lock:
+            service = self.service(workflow_id)
+            if service is None or service.binding.file is not None:
+                return
+            self.services.remove(service)
+            if service.binding.workflow is not None and service.binding.sources:
+                self._waiting_bindings[workflow_id] = service.binding
+        service.stop()
+
+    def model_backend(self, model_id: str) -> str:
+        if self.runtime is None:
+            return ""
+        for served in self.runtime.loaded():
+            if served.record.model_id == model_id:
+                return served.backend
+        return ""
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()
 
     def wait(self, poll_s: float = 0.2) -> None:
-        """Until a stop is requested, or every source has run out (finite sources)."""
+        """Until a stop is requested, or every source has run out (finite sources; an agent
+        managed by a control plane runs until stopped)."""
         while not self._stop.wait(poll_s):
-            if self.services and all(service.sources_done() for service in self.services):
+            if self.sync is not None:
+                continue
+            services = list(self.services)
+            if services and all(service.sources_done() for service in services):
                 return
 
     def stop(self) -> None:
-        for service in self.services:
+        if self.sync is not None:
+            self.sync.stop()
+        with self._services_lock:
+            self._running = False
+            services = list(self.services)
+        for service in services:
             service.stop()
         if self.executor is not None:
             self.executor.close()
@@ -224,7 +370,7 @@ class Agent:
             self._results.close()
 
     def summary(self) -> list[dict[str, Any]]:
-        return [service.summary() for service in self.services]
+        return [service.summary() for service in list(self.services)]
 
     def serve(self) -> list[dict[str, Any]]:
         """Run until SIGTERM/SIGINT (or until finite sources run out); drain; return the summary."""
@@ -237,3 +383,64 @@ class Agent:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return self.summary()
+
+
+class AgentSync:
+    """The agent's link to its control plane: the MQTT client, the reconciler and its worker.
+
+    Desired states arrive on paho's network thread and are handed to the worker, which applies
+    them (downloads, installs, compiles) on its own thread and publishes each reported state."""
+
+    def __init__(
+        self, resolved: ResolvedSync, client: SyncClient, fetcher: HttpFetcher, reconciler: Reconciler
+    ) -> None:
+        from agent.sync.reconciler import ReconcileWorker
+
+        self.resolved = resolved
+        self.client = client
+        self.fetcher = fetcher
+        self.reconciler = reconciler
+        self.worker: ReconcileWorker = ReconcileWorker(reconciler, client.publish_reported)
+        reconciler.on_applying = client.publish_reported
+        client.on_desired(self.worker.submit)
+
+    @classmethod
+    def create(cls, agent: Agent, settings: AgentSettings) -> AgentSync:
+        """Everything from the settings and the enrolled credentials; ``SpecError`` naming the
+        file when the credentials or the sync settings cannot be used."""
+        from agent.manifest import ManifestError, load_public_key
+        from agent.sync.mqtt import SyncClient
+        from agent.sync.reconciler import HttpFetcher, Reconciler
+
+        path = settings.credentials_file
+        try:
+            credentials = Credentials.load(path)
+            resolved = settings.resolve_sync(credentials)
+            public_key = load_public_key(resolved.signing_public_key)
+        except (ValueError, ManifestError) as exc:
+            raise SpecError(str(exc), source=str(path)) from exc
+        fetcher = HttpFetcher(resolved.control_plane_url, resolved.credential)
+        reconciler = Reconciler(
+            agent,
+            fetcher,
+            public_key,
+            settings.data_dir,
+            device_id=resolved.device_id,
+            agent_version=__version__,
+            profile=agent.profile.name if agent.profile else "",
+        )
+        client = SyncClient.from_settings(resolved, agent_version=__version__)
+        return cls(resolved, client, fetcher, reconciler)
+
+    def restore(self) -> None:
+        self.reconciler.restore()
+
+    def start(self) -> None:
+        self.worker.start()
+        self.client.start()
+
+    def stop(self) -> None:
+        self.client.close()
+        self.fetcher.cancel()
+        self.worker.stop()
+        self.fetcher.close()

@@ -209,12 +209,63 @@ class Postgres:
             self.version = str(row[0]) if row else ""
         return url
 
+    def pids(self) -> list[int]:
+        """The postmaster's pid (its backends are its children)."""
+        pid_file = self.server.data_dir / "postmaster.pid"
+        return [int(pid_file.read_text().split()[0])]
+
     def stop(self) -> None:
         try:
             if self.server is not None:
                 self.server.stop()
         finally:
             shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+class CpuAccount:
+    """Busy CPU (in cores) over an interval: the whole machine's, ours (this script, the server,
+    PostgreSQL) and everybody else's: the noise of a shared machine, measured."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.start()
+
+    def _ours(self) -> float:
+        total = 0.0
+        procs: list[psutil.Process] = [psutil.Process()]
+        for pid in self.pids:
+            with contextlib.suppress(psutil.Error):
+                parent = psutil.Process(pid)
+                procs += [parent, *parent.children(recursive=True)]
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                self._seen[proc.pid] = times.user + times.system
+        for used in self._seen.values():
+            total += used
+        return total
+
+    @staticmethod
+    def _busy() -> float:
+        times = psutil.cpu_times()
+        return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+    def start(self) -> None:
+        self._seen: dict[int, float] = {}
+        self._wall = time.monotonic()
+        self._busy0 = self._busy()
+        self._ours0 = self._ours()
+        self._seen_at_start = dict(self._seen)
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self._wall
+        busy = self._busy() - self._busy0
+        ours = self._ours() - sum(self._seen_at_start.values())
+        return {
+            "machine_busy_cores": round(busy / wall, 2),
+            "ours_cores": round(ours / wall, 2),
+            "others_cores": round(max(0.0, busy - ours) / wall, 2),
+        }
 
 
 class RssSampler:
@@ -279,6 +330,7 @@ class LoadResult:
     mean_ms: float = 0.0
     round_p50_ms: list[float] = field(default_factory=list)
     round_p99_ms: list[float] = field(default_factory=list)
+    round_cpu: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -289,6 +341,7 @@ class LatencySamples:
     busy_s: float = 0.0
     round_p50_ms: list[float] = field(default_factory=list)
     round_p99_ms: list[float] = field(default_factory=list)
+    round_cpu: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self, endpoint: str, rate: float) -> LoadResult:
         ms = [x * 1000 for x in self.latencies]
@@ -307,6 +360,7 @@ class LatencySamples:
             mean_ms=statistics.fmean(ms),
             round_p50_ms=self.round_p50_ms,
             round_p99_ms=self.round_p99_ms,
+            round_cpu=self.round_cpu,
         )
 
 
@@ -410,7 +464,12 @@ async def open_loop(
 
 
 async def run_latency(
-    url: str, token: str, device_ids: list[str], cursors: list[str | None], args: argparse.Namespace
+    url: str,
+    token: str,
+    device_ids: list[str],
+    cursors: list[str | None],
+    pids: list[int],
+    args: argparse.Namespace,
 ) -> tuple[dict[str, LoadResult], dict[str, list[dict[str, float]]]]:
     rng = random.Random(42)
 
@@ -453,8 +512,11 @@ async def run_latency(
         per_round = args.duration / args.rounds
         for round_no in range(args.rounds):
             for name, make in phases.items():
+                account = CpuAccount(pids)
                 latencies, statuses, sent, busy = await open_loop(get, make, args.rate, per_round)
+                cpu = account.stop()
                 sample = samples[name]
+                sample.round_cpu.append(cpu)
                 sample.latencies += latencies
                 sample.statuses.update(statuses)
                 sample.sent += sent
@@ -464,15 +526,19 @@ async def run_latency(
                 sample.round_p99_ms.append(round(percentile(ms, 99), 3))
                 console.log(
                     f"  round {round_no + 1}/{args.rounds} {name}: p50 {percentile(ms, 50):.2f} ms, "
-                    f"p99 {percentile(ms, 99):.2f} ms, {sent - statuses.get('200', 0)} errors"
+                    f"p99 {percentile(ms, 99):.2f} ms, {sent - statuses.get('200', 0)} errors; "
+                    f"busy CPU {cpu['machine_busy_cores']:.2f} cores, other work {cpu['others_cores']:.2f}"
                 )
         if args.sweep:
-            sweep = await capacity_sweep(get, dict(list(phases.items())[1:]), args.sweep_s)
+            sweep = await capacity_sweep(get, dict(list(phases.items())[1:]), args.sweep_s, pids)
     return {name: sample.summary(name, args.rate) for name, sample in samples.items()}, sweep
 
 
 async def capacity_sweep(
-    get: Callable[[str], Awaitable[str]], phases: dict[str, Callable[[], str]], seconds: float
+    get: Callable[[str], Awaitable[str]],
+    phases: dict[str, Callable[[], str]],
+    seconds: float,
+    pids: list[int],
 ) -> dict[str, list[dict[str, float]]]:
     """Each endpoint at rising rates, until its p99 is far past the target: the highest rate the
     server sustains within the target, and how latency grows past it."""
@@ -480,7 +546,9 @@ async def capacity_sweep(
     for name, make in phases.items():
         steps = sweep.setdefault(name, [])
         for rate in SWEEP_RATES:
+            account = CpuAccount(pids)
             latencies, statuses, sent, busy = await open_loop(get, make, rate, seconds)
+            others = account.stop()["others_cores"]
             ms = [x * 1000 for x in latencies]
             step = {
                 "rate": rate,
@@ -488,6 +556,7 @@ async def capacity_sweep(
                 "p50_ms": round(percentile(ms, 50), 3),
                 "p99_ms": round(percentile(ms, 99), 3),
                 "errors": sent - statuses.get("200", 0),
+                "others_cores": others,
             }
             steps.append(step)
             console.log(
@@ -634,6 +703,8 @@ class Transfer:
     # upload only: time from the last byte sent to the response (the server's fsync, metadata and
     # database work, plus whatever it had not yet read from the socket)
     finish_s: float | None = None
+    # CPU (cores) used meanwhile by other work on the machine
+    others_cores: float | None = None
 
 
 def rss_fields(sampler: RssSampler) -> dict[str, float]:
@@ -645,10 +716,13 @@ def rss_fields(sampler: RssSampler) -> dict[str, float]:
     }
 
 
-def upload(client: httpx.Client, pid: int, model: Path, digest: str, size: int) -> tuple[Transfer, int]:
+def upload(
+    client: httpx.Client, pids: list[int], model: Path, digest: str, size: int
+) -> tuple[Transfer, int]:
     headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
     sent: list[float] = []
-    with RssSampler(pid) as sampler:
+    account = CpuAccount(pids)
+    with RssSampler(pids[0]) as sampler:
         started = time.perf_counter()
         response = client.post(
             "/api/v1/models/bench-model/versions",
@@ -665,11 +739,15 @@ def upload(client: httpx.Client, pid: int, model: Path, digest: str, size: int) 
         raise RuntimeError(f"upload stored {body['sha256']} / {body['size']} B")
     version: int = body["version"]
     finish = round(finished - sent[0], 3) if sent else None
-    return Transfer(seconds, size / MB / seconds, **rss_fields(sampler), finish_s=finish), version
+    others = account.stop()["others_cores"]
+    return Transfer(
+        seconds, size / MB / seconds, **rss_fields(sampler), finish_s=finish, others_cores=others
+    ), version
 
 
-def download(client: httpx.Client, pid: int, version: int, target: Path, size: int) -> Transfer:
-    with RssSampler(pid) as sampler, target.open("wb") as sink:
+def download(client: httpx.Client, pids: list[int], version: int, target: Path, size: int) -> Transfer:
+    account = CpuAccount(pids)
+    with RssSampler(pids[0]) as sampler, target.open("wb") as sink:
         started = time.perf_counter()
         with client.stream("GET", f"/api/v1/models/bench-model/versions/{version}/content") as response:
             if response.status_code != 200:
@@ -680,10 +758,13 @@ def download(client: httpx.Client, pid: int, version: int, target: Path, size: i
         seconds = time.perf_counter() - started
     if target.stat().st_size != size:
         raise RuntimeError(f"downloaded {target.stat().st_size} of {size} B")
-    return Transfer(seconds, size / MB / seconds, **rss_fields(sampler))
+    others = account.stop()["others_cores"]
+    return Transfer(seconds, size / MB / seconds, **rss_fields(sampler), others_cores=others)
 
 
-def run_transfers(cp: ControlPlaneProcess, token: str, model: Path, digest: str, reps: int) -> dict[str, Any]:
+def run_transfers(
+    cp: ControlPlaneProcess, pids: list[int], token: str, model: Path, digest: str, reps: int
+) -> dict[str, Any]:
     size = model.stat().st_size
     scratch = cp.data_dir / "scratch"
     scratch.mkdir(exist_ok=True)
@@ -697,10 +778,10 @@ def run_transfers(cp: ControlPlaneProcess, token: str, model: Path, digest: str,
             target = scratch / "copy.onnx"
             copies.append(size / MB / copy_file(model, target))
             target.unlink()
-            up, version = upload(client, cp.pid, model, digest, size)
+            up, version = upload(client, pids, model, digest, size)
             uploads.append(up)
             target = scratch / "download.onnx"
-            down = download(client, cp.pid, version, target, size)
+            down = download(client, pids, version, target, size)
             downloads.append(down)
             if rep == 0 and sha256_file(target) != digest:
                 raise RuntimeError("the downloaded model differs from the uploaded one")
@@ -708,7 +789,8 @@ def run_transfers(cp: ControlPlaneProcess, token: str, model: Path, digest: str,
             console.log(
                 f"  transfer {rep + 1}/{reps}: copy {copies[-1]:.0f} MB/s, upload {up.mb_per_s:.0f} MB/s "
                 f"(last byte to response {up.finish_s} s, RSS +{up.rss_growth_mb:.1f} MB), "
-                f"download {down.mb_per_s:.0f} MB/s (RSS +{down.rss_growth_mb:.1f} MB)"
+                f"download {down.mb_per_s:.0f} MB/s (RSS +{down.rss_growth_mb:.1f} MB); "
+                f"other work {up.others_cores} / {down.others_cores} cores"
             )
     copy_median = statistics.median(copies)
     up_median = statistics.median(t.mb_per_s for t in uploads)
@@ -733,7 +815,13 @@ def run_transfers(cp: ControlPlaneProcess, token: str, model: Path, digest: str,
 
 
 def bench_database(
-    name: str, database_url: str | None, model: Path, digest: str, args: argparse.Namespace, stack: Any
+    name: str,
+    database_url: str | None,
+    database_pids: list[int],
+    model: Path,
+    digest: str,
+    args: argparse.Namespace,
+    stack: Any,
 ) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"edgefleet-bench-{name}-"))
     stack.callback(shutil.rmtree, data_dir, True)
@@ -748,7 +836,8 @@ def bench_database(
     console.log(f"  {len(device_ids)} devices ({enroll_rate:.0f} enrollments/s), {len(cursors)} pages of 50")
     rss_start = psutil.Process(cp.pid).memory_info().rss
     load_before = os.getloadavg()
-    latency, sweep = asyncio.run(run_latency(cp.url, token, device_ids, cursors, args))
+    pids = [cp.pid, *database_pids]
+    latency, sweep = asyncio.run(run_latency(cp.url, token, device_ids, cursors, pids, args))
     baseline = next(iter(latency.values()))
     ratios = {
         endpoint: {
@@ -758,7 +847,7 @@ def bench_database(
         for endpoint, result in latency.items()
     }
     load_after_latency = os.getloadavg()
-    transfers = run_transfers(cp, token, model, digest, args.reps)
+    transfers = run_transfers(cp, pids, token, model, digest, args.reps)
     cp.stop()
     if "Traceback" in cp.log_path.read_text(errors="replace"):
         console.log(f"[yellow]the {name} server logged a traceback:\n{cp.log_tail()}")
@@ -904,12 +993,14 @@ def main(argv: list[str] | None = None) -> int:
             document["model"] = {"path": str(model.relative_to(ROOT)), "bytes": model.stat().st_size}
             for name in databases:
                 url = None
+                database_pids: list[int] = []
                 if name == "postgresql":
                     postgres = Postgres()
                     stack.callback(postgres.stop)
                     url = postgres.start()
+                    database_pids = postgres.pids()
                 with contextlib.ExitStack() as per_db:
-                    results[name] = bench_database(name, url, model, digest, args, per_db)
+                    results[name] = bench_database(name, url, database_pids, model, digest, args, per_db)
     except KeyboardInterrupt:
         console.log("[red]interrupted; the servers are stopped")
         document["error"] = "interrupted"

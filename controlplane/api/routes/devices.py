@@ -106,7 +106,7 @@ class DeviceOut(BaseModel):
     last_seen_at: datetime | None
     reported_state: dict[str, Any] | None
     reported_at: datetime | None
-    online: bool | None = Field(None, description="From the device's MQTT status; null before it first connects.")
+    online: bool | None = Field(None, description="From the MQTT status; null before the first connect.")
     status_at: datetime | None = None
     revision: int
     groups: list[str] = Field(default_factory=list)
