@@ -1,0 +1,212 @@
+"""The control plane's MQTT bridge against a real Mosquitto: desired state out (retained), records
+in with end-to-end acks, idempotent on re-delivery, and garbage dropped and counted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from controlplane.settings import ControlPlaneSettings
+from protos import sync_pb2
+from tests.controlplane.live import LiveControlPlane, live_control_plane
+from tests.controlplane.test_sync_store import event_record, telemetry_record
+from tests.mosquitto import MosquittoBroker, MqttTestClient
+
+REPO = Path(__file__).resolve().parents[2]
+PREFIX = "edgefleet/v1/devices"
+
+
+@pytest.fixture
+def bridged(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[LiveControlPlane]:
+    settings = ControlPlaneSettings(
+        data_dir=tmp_path / "cp",
+        schema_dirs=[REPO / "examples" / "schemas"],
+        mqtt_host=mosquitto.host,
+        mqtt_port=mosquitto.port,
+        mqtt_username=mosquitto.control_plane_user,
+        mqtt_password=mosquitto.control_plane_password,
+    )
+    with live_control_plane(settings) as live:
+        bridge = live.services.bridge
+        assert bridge is not None
+        assert bridge.connected.wait(10), mosquitto.log_tail()
+        yield live
+
+
+def enroll(live: LiveControlPlane, broker: MosquittoBroker, device_id: str) -> str:
+    """Enroll through the API and give the broker the MQTT password it handed out."""
+    token = live.admin().post("/api/v1/enrollment-tokens", json={}).json()["token"]
+    enrolled = live.client().post("/api/v1/enroll", json={"token": token, "device_id": device_id}).json()
+    assert enrolled["mqtt"]["username"] == device_id
+    broker.add_device(device_id, enrolled["mqtt"]["password"])
+    return str(enrolled["mqtt"]["password"])
+
+
+def connect(
+    broker: MosquittoBroker, device_id: str, password: str, client_id: str | None = None
+) -> MqttTestClient:
+    client = MqttTestClient(broker, device_id, password, client_id=client_id or device_id)
+    assert not client.connect().is_failure
+    return client
+
+
+def device_client(live: LiveControlPlane, broker: MosquittoBroker, device_id: str) -> MqttTestClient:
+    return connect(broker, device_id, enroll(live, broker, device_id))
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def metric(live: LiveControlPlane, name: str) -> float:
+    text = live.client().get("/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_desired_state_reaches_the_device_retained(
+    bridged: LiveControlPlane, mosquitto: MosquittoBroker
+) -> None:
+    live = bridged
+    password = enroll(live, mosquitto, "cam-1")
+    with connect(mosquitto, "cam-1", password):
+        admin = live.admin()
+        admin.post(
+            "/api/v1/models/surface_inspection/versions",
+            content=(REPO / "models" / "surface_inspection_v1.onnx").read_bytes(),
+        ).raise_for_status()
+        graph = (REPO / "examples" / "workflows" / "surface_inspection.json").read_text()
+        admin.post(
+            "/api/v1/workflows", content=graph, headers={"content-type": "application/json"}
+        ).raise_for_status()
+        admin.put(
+            "/api/v1/workflows/surface_inspection/assignments/device/cam-1", json={"version": 1}
+        ).raise_for_status()
+    # Subscribing afterwards still gets it: the desired state is retained.
+    with connect(mosquitto, "cam-1", password, client_id="cam-1-late") as late:
+        late.subscribe(f"{PREFIX}/cam-1/desired")
+        message = late.expect_message(timeout=10)
+        assert message.retain
+        state = sync_pb2.DesiredState.FromString(message.payload)
+        assert state.device_id == "cam-1"
+        assert [w.workflow.name for w in state.workflows] == ["surface_inspection"]
+        assert state.workflows[0].models[0].url.endswith("/models/surface_inspection/versions/1/content")
+
+
+def test_records_are_stored_then_acked_once(bridged: LiveControlPlane, mosquitto: MosquittoBroker) -> None:
+    live = bridged
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
+    with device_client(live, mosquitto, "cam-1") as device:
+        device.subscribe(f"{PREFIX}/cam-1/ack")
+        batch = sync_pb2.RecordBatch(
+            device_id="cam-1", records=[telemetry_record(1, now, 10, 1), telemetry_record(2, now, 5, 0)]
+        )
+        assert not device.publish(f"{PREFIX}/cam-1/telemetry", batch.SerializeToString(), qos=1).is_failure
+        ack = sync_pb2.Ack.FromString(device.expect_message(timeout=10).payload)
+        assert [(r.first, r.last) for r in ack.stored] == [(1, 2)]
+        # A lost ack: the device sends the same records again. Acked again, counted once.
+        device.publish(f"{PREFIX}/cam-1/telemetry", batch.SerializeToString(), qos=1)
+        again = sync_pb2.Ack.FromString(device.expect_message(timeout=10).payload)
+        assert [(r.first, r.last) for r in again.stored] == [(1, 2)]
+        events = sync_pb2.RecordBatch(device_id="cam-1", records=[event_record(3, now)])
+        device.publish(f"{PREFIX}/cam-1/events", events.SerializeToString(), qos=1)
+        assert [
+            (r.first, r.last)
+            for r in sync_pb2.Ack.FromString(device.expect_message(timeout=10).payload).stored
+        ] == [(3, 3)]
+    params = {
+        "from": (now - timedelta(minutes=5)).isoformat(),
+        "to": (now + timedelta(minutes=5)).isoformat(),
+    }
+    points = live.admin().get("/api/v1/devices/cam-1/telemetry", params=params).json()["points"]
+    assert points[0]["runs"] == 15
+    assert [
+        e["seq"] for e in live.admin().get("/api/v1/events", params={"device": "cam-1"}).json()["items"]
+    ] == [3]
+
+
+def test_reported_state_and_status(bridged: LiveControlPlane, mosquitto: MosquittoBroker) -> None:
+    live = bridged
+    with device_client(live, mosquitto, "cam-1") as device:
+        reported = sync_pb2.ReportedState(
+            device_id="cam-1", generation=2, phase=sync_pb2.ReportedState.CONVERGED
+        )
+        device.publish(f"{PREFIX}/cam-1/reported", reported.SerializeToString(), qos=1)
+        status = sync_pb2.Status(state=sync_pb2.Status.ONLINE)
+        device.publish(f"{PREFIX}/cam-1/status", status.SerializeToString(), qos=1, retain=True)
+        assert wait_for(
+            lambda: (
+                (live.admin().get("/api/v1/devices/cam-1").json()["reported_state"] or {}).get("phase")
+                == "CONVERGED"
+            )
+        )
+        assert wait_for(lambda: live.admin().get("/api/v1/devices/cam-1").json()["online"] is True)
+
+
+@pytest.mark.parametrize(
+    ("topic_leaf", "payload", "reason"),
+    [
+        ("telemetry", b"\xff\x00garbage\x13", "malformed"),
+        ("telemetry", sync_pb2.RecordBatch(device_id="cam-2").SerializeToString(), "device_mismatch"),
+        ("reported", b"\x0a" * 10, "malformed"),
+    ],
+)
+def test_garbage_is_dropped_and_counted(
+    bridged: LiveControlPlane, mosquitto: MosquittoBroker, topic_leaf: str, payload: bytes, reason: str
+) -> None:
+    live = bridged
+    now = datetime.now(UTC)
+    with device_client(live, mosquitto, "cam-1") as device:
+        device.subscribe(f"{PREFIX}/cam-1/ack")
+        before = metric(live, f'edgefleet_bridge_dropped_total{{reason="{reason}"}}')
+        device.publish(f"{PREFIX}/cam-1/{topic_leaf}", payload, qos=1)
+        assert wait_for(
+            lambda: metric(live, f'edgefleet_bridge_dropped_total{{reason="{reason}"}}') == before + 1
+        )
+        # The bridge keeps serving.
+        good = sync_pb2.RecordBatch(device_id="cam-1", records=[telemetry_record(1, now, 1, 0)])
+        device.publish(f"{PREFIX}/cam-1/telemetry", good.SerializeToString(), qos=1)
+        assert sync_pb2.Ack.FromString(device.expect_message(timeout=10).payload).stored[0].first == 1
+
+
+def test_oversized_payload_is_dropped(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    settings = ControlPlaneSettings(
+        data_dir=tmp_path / "cp",
+        mqtt_host=mosquitto.host,
+        mqtt_port=mosquitto.port,
+        mqtt_username=mosquitto.control_plane_user,
+        mqtt_password=mosquitto.control_plane_password,
+        mqtt_max_payload=1000,
+    )
+    with live_control_plane(settings) as live:
+        assert live.services.bridge is not None
+        assert live.services.bridge.connected.wait(10)
+        with device_client(live, mosquitto, "cam-1") as device:
+            device.publish(f"{PREFIX}/cam-1/telemetry", b"\x00" * 5000, qos=1)
+            assert wait_for(lambda: metric(live, 'edgefleet_bridge_dropped_total{reason="oversized"}') == 1)
+
+
+def test_bridge_reconnects_after_a_broker_restart(
+    bridged: LiveControlPlane, mosquitto: MosquittoBroker
+) -> None:
+    live = bridged
+    bridge = live.services.bridge
+    assert bridge is not None
+    password = enroll(live, mosquitto, "cam-1")
+    mosquitto.restart()
+    assert bridge.connected.wait(40), "the bridge did not reconnect"
+    with connect(mosquitto, "cam-1", password) as device:
+        device.subscribe(f"{PREFIX}/cam-1/ack")
+        batch = sync_pb2.RecordBatch(
+            device_id="cam-1", records=[telemetry_record(1, datetime.now(UTC), 1, 0)]
+        )
+        device.publish(f"{PREFIX}/cam-1/telemetry", batch.SerializeToString(), qos=1)
+        assert sync_pb2.Ack.FromString(device.expect_message(timeout=15).payload).stored[0].first == 1
