@@ -75,7 +75,7 @@ class WorkflowBinding(BaseModel):
     file: Path | None = Field(None, description="Workflow graph (JSON or YAML) compiled at start.")
     workflow: str | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        pattern=r"^[A-Za-z0-9_.-]+$",
         description="Workflow id delivered by the control plane; these sources feed it.",
     )
     workers: int = Field(2, ge=1, le=64, description="Runs in flight at once (frames in parallel).")

@@ -419,6 +419,10 @@ class AgentSync:
             public_key = load_public_key(resolved.signing_public_key)
         except (ValueError, ManifestError) as exc:
             raise SpecError(str(exc), source=str(path)) from exc
+        try:  # TLS files are read here
+            client = SyncClient.from_settings(resolved, agent_version=__version__)
+        except (ValueError, OSError) as exc:
+            raise SpecError(f"the MQTT settings cannot be used: {exc}", source="sync") from exc
         fetcher = HttpFetcher(resolved.control_plane_url, resolved.credential)
         reconciler = Reconciler(
             agent,
@@ -429,7 +433,6 @@ class AgentSync:
             agent_version=__version__,
             profile=agent.profile.name if agent.profile else "",
         )
-        client = SyncClient.from_settings(resolved, agent_version=__version__)
         return cls(resolved, client, fetcher, reconciler)
 
     def restore(self) -> None:
