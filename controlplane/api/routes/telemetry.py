@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from controlplane.access import Principal
 from controlplane.api.deps import ServicesDep, ensure_item, guard, guard_item
@@ -22,6 +22,20 @@ from controlplane.telemetry import series
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 
 MAX_POINTS = 10_000
+
+
+def _iso_only(value: Any) -> Any:
+    """RFC 3339 date-times only: pydantic would read ``0.5`` as a Unix time."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("expected an RFC 3339 date-time, e.g. 2026-11-25T18:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class Latency(BaseModel):
@@ -70,7 +84,7 @@ class Window:
         start: Annotated[
             datetime | None, Query(alias="from", description="Default: an hour before `to`.")
         ] = None,
-        end: Annotated[datetime | None, Query(alias="to", description="Default: now.")] = None,
+        end: Annotated[IsoDatetime | None, Query(alias="to", description="Default: now.")] = None,
         step: Annotated[int, Query(ge=60, le=86400, description="Seconds per point (whole minutes).")] = 60,
     ) -> None:
         self.end = as_utc(end) or utcnow()
@@ -159,8 +173,8 @@ def list_events(
     device: Annotated[str | None, Query(max_length=128)] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
     workflow: Annotated[str | None, Query(max_length=128)] = None,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[IsoDatetime | None, Query(alias="from")] = None,
+    end: Annotated[IsoDatetime | None, Query(alias="to")] = None,
 ) -> Page[EventOut]:
     """Events devices reported (rejected parts, rollbacks, failures), oldest first."""
     query = sa.select(events)
