@@ -53,6 +53,10 @@ class ControlPlaneSettings(BaseSettings):
     mqtt_public_port: int | None = Field(
         None, description="Broker port devices connect to; mqtt_port when unset."
     )
+    broker_password_file: Path | None = Field(
+        None, description="Mosquitto's password file, rewritten when devices enroll or leave."
+    )
+    broker_pid_file: Path | None = Field(None, description="Mosquitto's pid file: SIGHUP after a rewrite.")
     mqtt_max_payload: int = Field(
         1024 * 1024, gt=0, description="Larger MQTT payloads are dropped and counted."
     )

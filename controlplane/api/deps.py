@@ -48,6 +48,13 @@ class Services:
         if self.bridge is not None:
             self.bridge.publish_desired(device_ids)
 
+    def broker_users_changed(self) -> None:
+        """After an enrollment or a decommission: update the broker's password file, if we keep it."""
+        if self.settings.broker_password_file is not None:
+            from controlplane.broker.users import sync_password_file
+
+            sync_password_file(self.db, self.settings.broker_password_file, self.settings.broker_pid_file)
+
     def clear_desired(self, device_id: str) -> None:
         """Remove a retired device's retained desired state from the broker."""
         if self.bridge is not None:

@@ -219,6 +219,16 @@ def broker_config(
     from controlplane.server_cli import load_settings
 
     settings = load_settings()
+    users: list[BrokerUser] = []
+    if settings.database_url or (settings.data_dir / "controlplane.db").exists():
+        from controlplane.broker.users import device_users
+        from controlplane.store import Database
+
+        db = Database(settings.resolved_database_url)
+        try:
+            users = device_users(db)
+        finally:
+            db.dispose()
     try:
         result = generate_broker_config(
             out,
@@ -232,11 +242,12 @@ def broker_config(
             control_plane_password=os.environ.get(PASSWORD_ENV) or None,
             broker_user=broker_user,
             persistence_dir=persistence_dir,
+            users=users,
         )
     except ValueError as exc:
         typer.echo(f"edgefleet: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"wrote {result.conf_path}, {out / 'passwd'} and {out / 'acl'}")
+    typer.echo(f"wrote {result.conf_path}, {out / 'passwd'} ({len(users)} devices) and {out / 'acl'}")
     if result.tls is not None:
         typer.echo(f"wrote {result.tls.cafile}, {result.tls.certfile} and {result.tls.keyfile}")
     if result.client_certfile is not None and result.client_keyfile is not None:

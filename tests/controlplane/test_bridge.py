@@ -210,3 +210,36 @@ def test_bridge_reconnects_after_a_broker_restart(
         )
         device.publish(f"{PREFIX}/cam-1/telemetry", batch.SerializeToString(), qos=1)
         assert sync_pb2.Ack.FromString(device.expect_message(timeout=15).payload).stored[0].first == 1
+
+
+def test_enrollment_and_decommission_update_the_broker(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(str(mosquitto.pid))
+    settings = ControlPlaneSettings(
+        data_dir=tmp_path / "cp",
+        mqtt_host=mosquitto.host,
+        mqtt_port=mosquitto.port,
+        mqtt_username=mosquitto.control_plane_user,
+        mqtt_password=mosquitto.control_plane_password,
+        broker_password_file=mosquitto.password_file,
+        broker_pid_file=pid_file,
+    )
+    with live_control_plane(settings) as live:
+        token = live.admin().post("/api/v1/enrollment-tokens", json={}).json()["token"]
+        enrolled = live.client().post("/api/v1/enroll", json={"token": token, "device_id": "cam-1"}).json()
+        password = enrolled["mqtt"]["password"]
+        # No add_device: the control plane rewrote the password file and made the broker reload it.
+        client = None
+        assert wait_for(
+            lambda: not MqttTestClient(mosquitto, "cam-1", password, client_id="probe").connect().is_failure
+        )
+        client = connect(mosquitto, "cam-1", password)
+        with client:
+            live.admin().post("/api/v1/devices/cam-1/decommission").raise_for_status()
+            assert client.wait_disconnected(timeout=10)
+        refused = MqttTestClient(mosquitto, "cam-1", password, client_id="again")
+        with refused:
+            assert refused.connect().is_failure
+        # The control plane's own entry survived the rewrites.
+        assert live.services.bridge is not None
+        assert live.services.bridge.connected.is_set()

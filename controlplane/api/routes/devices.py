@@ -367,6 +367,7 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
         )
         changed = svc.refresh_desired(conn, [device_id])
     svc.publish_desired(changed)
+    svc.broker_users_changed()
     settings = svc.settings
     return Enrolled(
         device_id=device_id,
@@ -501,6 +502,7 @@ def decommission_device(
             after=after,
         )
     svc.clear_desired(device_id)
+    svc.broker_users_changed()
     return _device_out(after)
 
 
