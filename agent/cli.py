@@ -258,8 +258,18 @@ def enroll(
         Path, typer.Option("--data-dir", help="Agent data directory; credentials.json is written there.")
     ] = Path("/var/lib/edgefleet"),
     force: Annotated[bool, typer.Option("--force", help="Replace existing credentials.")] = False,
+    client_cert: Annotated[
+        bool,
+        typer.Option(
+            "--client-cert/--no-client-cert",
+            help="Make a key pair here and have the control plane sign it, for mutual TLS to the broker.",
+        ),
+    ] = True,
 ) -> None:
     """Enroll this device with a control plane and store its credentials (mode 0600).
+
+    With ``--client-cert`` (the default) the device's MQTT key pair is made here, never leaves the
+    device, and its CSR is signed by the fleet's CA at enrollment (files under ``<data dir>/mqtt/``).
 
     Prints the device id. Exits 1 when the control plane refuses or cannot be reached, 2 on bad
     usage or when the device is already enrolled (use --force to enroll again)."""
@@ -285,6 +295,12 @@ def enroll(
     body: dict[str, Any] = {"token": token, "labels": labels, "hostname": socket.gethostname()[:255]}
     if device_id is not None:
         body["device_id"] = device_id
+    key_pem = None
+    if client_cert:
+        from agent.sync.csr import make_key_and_csr
+
+        key_pem, csr_pem = make_key_and_csr(device_id or "edgefleet-device")
+        body["csr"] = csr_pem.decode()
     endpoint = url.rstrip("/") + "/api/v1/enroll"
     try:
         with httpx.Client(timeout=30.0) as client:
@@ -313,9 +329,25 @@ def enroll(
         _err(f"error: the control plane's enrollment answer is unusable: {exc}")
         raise typer.Exit(1) from exc
     if isinstance(data.get("mqtt"), dict):
-        credentials["mqtt"] = data["mqtt"]
+        credentials["mqtt"] = dict(data["mqtt"])
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
+        mqtt = credentials.get("mqtt") or {}
+        if key_pem is not None and mqtt.get("client_certificate"):
+            tls_dir = data_dir / "mqtt"
+            tls_dir.mkdir(mode=0o700, exist_ok=True)
+            for name, content in (
+                ("client.key", key_pem),
+                ("client.crt", mqtt.pop("client_certificate").encode()),
+                ("ca.crt", (mqtt.pop("ca_certificate", None) or "").encode()),
+            ):
+                atomic_write(tls_dir / name, content)
+                os.chmod(tls_dir / name, 0o600 if name.endswith(".key") else 0o644)
+            mqtt.update(
+                key_file=str(tls_dir / "client.key"),
+                cert_file=str(tls_dir / "client.crt"),
+                ca_file=str(tls_dir / "ca.crt"),
+            )
         # atomic_write's temporary file is created with mode 0600 and renamed into place
         atomic_write(path, (json.dumps(credentials, indent=2) + "\n").encode())
         os.chmod(path, 0o600)

@@ -156,6 +156,10 @@ class Credentials(BaseModel):
             raise ValueError(f"credentials file {path} is invalid: {problems}") from None
 
 
+def _path(value: Any) -> Path | None:
+    return Path(value) if isinstance(value, str) and value else None
+
+
 class ResolvedSync(BaseModel):
     """:class:`SyncSettings` with every default filled in from the credentials."""
 
@@ -263,9 +267,9 @@ class AgentSettings(BaseSettings):
             mqtt_username=str(username),
             mqtt_password=None if password is None else str(password),
             mqtt_tls=tls,
-            mqtt_ca_file=sync.mqtt_ca_file,
-            mqtt_cert_file=sync.mqtt_cert_file,
-            mqtt_key_file=sync.mqtt_key_file,
+            mqtt_ca_file=sync.mqtt_ca_file or _path(mqtt.get("ca_file")),
+            mqtt_cert_file=sync.mqtt_cert_file or _path(mqtt.get("cert_file")),
+            mqtt_key_file=sync.mqtt_key_file or _path(mqtt.get("key_file")),
             keepalive_s=sync.keepalive_s,
             telemetry_interval_s=sync.telemetry_interval_s,
             session_expiry_s=sync.session_expiry_s,

@@ -22,6 +22,7 @@ from controlplane.access import PermissionSpec, Principal
 from controlplane.api.problems import Problem
 from controlplane.artifacts import BlobStore
 from controlplane.bridge.service import Bridge
+from controlplane.broker.ca import CertificateAuthority
 from controlplane.settings import ControlPlaneSettings
 from controlplane.signing import SigningKey
 from controlplane.store import Database, as_utc, utcnow
@@ -47,6 +48,12 @@ class Services:
         """After the commit: publish the new desired states (when the MQTT bridge runs)."""
         if self.bridge is not None:
             self.bridge.publish_desired(device_ids)
+
+    def certificate_authority(self) -> CertificateAuthority:
+        """The fleet's CA (``<data dir>/ca``), created on first use; it signs devices' CSRs."""
+        from controlplane.broker.ca import CertificateAuthority
+
+        return CertificateAuthority.load_or_create(self.settings.data_dir / "ca")
 
     def broker_users_changed(self) -> None:
         """After an enrollment or a decommission: update the broker's password file, if we keep it."""

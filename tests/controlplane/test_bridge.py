@@ -243,3 +243,46 @@ def test_enrollment_and_decommission_update_the_broker(tmp_path: Path, mosquitto
         # The control plane's own entry survived the rewrites.
         assert live.services.bridge is not None
         assert live.services.bridge.connected.is_set()
+
+
+def test_enrollment_signs_the_devices_csr_for_mutual_tls(
+    tmp_path: Path, sqlite_control_plane: LiveControlPlane
+) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from agent.sync.csr import make_key_and_csr
+    from controlplane.broker.ca import CertificateAuthority
+
+    live = sqlite_control_plane
+    key_pem, csr_pem = make_key_and_csr("someone-else")  # the CN asked for is ignored
+    token = live.admin().post("/api/v1/enrollment-tokens", json={}).json()["token"]
+    enrolled = live.client().post(
+        "/api/v1/enroll", json={"token": token, "device_id": "cam-9", "csr": csr_pem.decode()}
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    mqtt_access = enrolled.json()["mqtt"]
+    cert = x509.load_pem_x509_certificate(mqtt_access["client_certificate"].encode())
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "cam-9"
+
+    # The broker trusts the control plane's CA; the device logs in with its own key, no password.
+    authority = CertificateAuthority.load_or_create(live.settings.data_dir / "ca")
+    assert authority.ca_pem.decode() == mqtt_access["ca_certificate"]
+    broker = MosquittoBroker.start(tmp_path / "broker", tls=authority, require_certificate=True)
+    try:
+        tls = broker.write_client_files("cam-9", mqtt_access["client_certificate"].encode(), key_pem)
+        with MqttTestClient(broker, tls=tls, client_id="cam-9") as device:
+            assert not device.connect().is_failure
+            assert not device.publish(f"{PREFIX}/cam-9/reported", b"", qos=1).is_failure
+            assert device.publish(f"{PREFIX}/cam-8/reported", b"", qos=1).is_failure
+    finally:
+        broker.stop()
+
+    token = live.admin().post("/api/v1/enrollment-tokens", json={}).json()["token"]
+    garbage = live.client().post(
+        "/api/v1/enroll", json={"token": token, "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n"}
+    )
+    assert garbage.status_code == 422
+    assert garbage.json()["detail"].startswith("body.csr")
+    retry = live.client().post("/api/v1/enroll", json={"token": token})
+    assert retry.status_code == 201  # the refused CSR did not use the token up

@@ -75,6 +75,9 @@ class EnrollRequest(BaseModel):
     hostname: str | None = Field(None, max_length=255)
     profile: str | None = Field(None, max_length=128)
     labels: Labels = Field(default_factory=dict)
+    csr: str | None = Field(
+        None, max_length=8192, description="PEM certificate signing request for the broker (mutual TLS)."
+    )
 
 
 class MqttAccess(BaseModel):
@@ -85,6 +88,10 @@ class MqttAccess(BaseModel):
     tls: bool
     username: str
     password: str = Field(description="Shown once; only its hash is stored (in Mosquitto's format).")
+    client_certificate: str | None = Field(
+        None, description="PEM, signed from the request's CSR; CN = device id."
+    )
+    ca_certificate: str | None = Field(None, description="PEM of the CA the broker's certificate chains to.")
 
 
 class Enrolled(BaseModel):
@@ -301,6 +308,16 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
     now = utcnow()
     device_id = body.device_id or f"dev-{new_token('device').id[:12]}"
     credential = new_token("device")
+    client_certificate = ca_certificate = None
+    if body.csr is not None:
+        from controlplane.broker.ca import CsrRejected
+
+        authority = svc.certificate_authority()
+        try:
+            client_certificate = authority.sign_csr(body.csr.encode(), device_id).decode()
+        except CsrRejected as exc:
+            raise Problem(422, f"body.csr: {exc}", type="validation") from exc
+        ca_certificate = authority.ca_pem.decode()
     with svc.db.write() as conn:
         row = conn.execute(sa.select(tokens).where(tokens.c.id == parsed.id)).mappings().first()
         if (
@@ -378,6 +395,8 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
             tls=settings.mqtt_tls,
             username=device_id,
             password=mqtt_password,
+            client_certificate=client_certificate,
+            ca_certificate=ca_certificate,
         ),
         signing_public_key=svc.signer.public_key_pem(),
         signing_key_id=svc.signer.key_id,
