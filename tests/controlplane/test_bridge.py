@@ -286,3 +286,47 @@ def test_enrollment_signs_the_devices_csr_for_mutual_tls(
     assert garbage.json()["detail"].startswith("body.csr")
     retry = live.client().post("/api/v1/enroll", json={"token": token})
     assert retry.status_code == 201  # the refused CSR did not use the token up
+
+
+def test_two_replicas_share_the_ingest_without_double_counting(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    common = {
+        "database_url": f"sqlite:///{tmp_path}/shared.db",
+        "signing_key": tmp_path / "signing_key.pem",
+        "mqtt_host": mosquitto.host,
+        "mqtt_port": mosquitto.port,
+        "mqtt_username": mosquitto.control_plane_user,
+        "mqtt_password": mosquitto.control_plane_password,
+    }
+    first_settings = ControlPlaneSettings(data_dir=tmp_path / "a", **common)
+    second_settings = ControlPlaneSettings(data_dir=tmp_path / "b", **common)
+    with (
+        live_control_plane(first_settings) as first,
+        live_control_plane(second_settings, admin=False) as second,
+    ):
+        bridges = [first.services.bridge, second.services.bridge]
+        assert all(b is not None and b.connected.wait(10) for b in bridges)
+        password = enroll(first, mosquitto, "cam-1")
+        now = datetime.now(UTC)
+        with connect(mosquitto, "cam-1", password) as device:
+            device.subscribe(f"{PREFIX}/cam-1/ack")
+            for seq in range(1, 101):
+                batch = sync_pb2.RecordBatch(device_id="cam-1", records=[telemetry_record(seq, now, 1, 0)])
+                device.publish(f"{PREFIX}/cam-1/telemetry", batch.SerializeToString(), qos=1)
+            acked: set[int] = set()
+            while len(acked) < 100:
+                for stored in sync_pb2.Ack.FromString(device.expect_message(timeout=15).payload).stored:
+                    acked.update(range(stored.first, stored.last + 1))
+        assert acked == set(range(1, 101))
+        handled = [
+            metric(live, 'edgefleet_bridge_messages_total{kind="telemetry"}') for live in (first, second)
+        ]
+        assert sum(handled) == 100
+        assert all(count > 0 for count in handled), f"one replica took everything: {handled}"
+        params = {
+            "from": (now - timedelta(minutes=5)).isoformat(),
+            "to": (now + timedelta(minutes=5)).isoformat(),
+        }
+        points = first.admin().get("/api/v1/devices/cam-1/telemetry", params=params).json()["points"]
+        assert sum(p["runs"] for p in points) == 100
