@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -112,11 +113,15 @@ def main() -> None:
             admin = live.admin()
             devices = [f"dev-{i:05}" for i in range(args.devices)]
             started = time.perf_counter()
-            for device in devices:
+
+            def enroll(device: str) -> None:
                 token = admin.post("/api/v1/enrollment-tokens", json={}).json()["token"]
                 live.client().post(
                     "/api/v1/enroll", json={"token": token, "device_id": device}
                 ).raise_for_status()
+
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(enroll, devices))
             print(f"enrolled {len(devices)} devices in {time.perf_counter() - started:.1f} s", flush=True)
             admin.post("/api/v1/groups", json={"name": "fleet", "selector": {}}).raise_for_status()
             admin.post(
