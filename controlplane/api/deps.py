@@ -1,5 +1,9 @@
 """Request dependencies: the service objects, and who is calling.
 
+Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in the
+thread pool, and each hand-off costs more CPU than the check itself. ``authenticate`` reads the
+database, so it stays in the pool.
+
 Every route declares what it needs with one of ``guard`` (operator routes), ``guard_item``
 (operator routes on one labelled resource, finished by ``ensure_item``) or ``device_caller``
 (device routes). A route with none of them is public (``/healthz``, enrollment).
@@ -7,7 +11,7 @@ Every route declares what it needs with one of ``guard`` (operator routes), ``gu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -68,7 +72,7 @@ class Services:
             self.bridge.clear_desired(device_id)
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 
@@ -143,10 +147,10 @@ def _forbidden(principal: Principal, resource: str, action: str) -> Problem:
     )
 
 
-def guard(resource: str, action: str) -> Callable[..., Principal]:
+def guard(resource: str, action: str) -> Callable[..., Awaitable[Principal]]:
     """An operator allowed ``action`` on the collection ``resource``."""
 
-    def dependency(principal: CallerDep) -> Principal:
+    async def dependency(principal: CallerDep) -> Principal:
         if not principal.allows(resource, action):
             raise _forbidden(principal, resource, action)
         return principal
@@ -154,11 +158,11 @@ def guard(resource: str, action: str) -> Callable[..., Principal]:
     return dependency
 
 
-def guard_item(resource: str, action: str) -> Callable[..., Principal]:
+def guard_item(resource: str, action: str) -> Callable[..., Awaitable[Principal]]:
     """An operator who may be allowed ``action`` on one ``resource``; the route loads the item and
     calls ``ensure_item`` with its labels."""
 
-    def dependency(principal: CallerDep) -> Principal:
+    async def dependency(principal: CallerDep) -> Principal:
         if not principal.may_allow_item(resource, action):
             raise _forbidden(principal, resource, action)
         return principal
@@ -171,7 +175,7 @@ def ensure_item(principal: Principal, resource: str, action: str, labels: Mappin
         raise _forbidden(principal, resource, action)
 
 
-def device_caller(principal: CallerDep) -> Principal:
+async def device_caller(principal: CallerDep) -> Principal:
     if principal.kind != "device":
         raise Problem(403, "this route takes a device credential, not an operator token", type="forbidden")
     return principal

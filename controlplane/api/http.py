@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from fastapi import Path, Query, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
@@ -31,13 +31,9 @@ class Page(BaseModel, Generic[T]):
 
 
 class PageParams:
-    def __init__(
-        self,
-        limit: Annotated[int, Query(ge=1, le=500, description="Items per page.")] = 100,
-        cursor: Annotated[
-            str | None, Query(max_length=512, description="next_cursor from the previous page.")
-        ] = None,
-    ) -> None:
+    """``?limit=&cursor=``; build it with the ``page_params`` dependency."""
+
+    def __init__(self, limit: int = 100, cursor: str | None = None) -> None:
         self.limit = limit
         self.cursor = cursor
 
@@ -51,6 +47,18 @@ class PageParams:
         if not isinstance(values, list):
             raise Problem(400, "query.cursor: not a cursor returned by this API", type="bad-cursor")
         return values
+
+
+async def page_params(
+    limit: Annotated[int, Query(ge=1, le=500, description="Items per page.")] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="next_cursor from the previous page.")
+    ] = None,
+) -> PageParams:
+    return PageParams(limit, cursor)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
 
 
 def paginate(
@@ -81,6 +89,12 @@ def paginate(
 
 def encode_cursor(key_values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key_values).encode()).decode()
+
+
+def json_response(model: BaseModel, *, headers: Mapping[str, str] | None = None) -> Response:
+    """Serialise a response model once (pydantic-core) and skip FastAPI's second validation
+    pass over it: for hot read routes, whose ``response_model`` still documents the shape."""
+    return Response(model.model_dump_json(), media_type="application/json", headers=dict(headers or {}))
 
 
 def etag(revision: int) -> str:

@@ -17,7 +17,7 @@ from controlplane.api.http import (
     NAME_PATTERN,
     NamePath,
     Page,
-    PageParams,
+    PageDep,
     paginate,
     require_if_match,
     set_etag,
@@ -168,7 +168,7 @@ def create_token(
 def list_tokens(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("tokens", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
 ) -> Page[TokenOut]:
     with svc.db.read() as conn:
         return paginate(
@@ -201,7 +201,7 @@ def revoke_token(
 def list_policies(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("policies", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
 ) -> Page[PolicyOut]:
     with svc.db.read() as conn:
         return paginate(conn, sa.select(policies), [policies.c.name], page, _policy_out)

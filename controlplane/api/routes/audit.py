@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from controlplane import audit
 from controlplane.access import Principal
 from controlplane.api.deps import ServicesDep, guard
-from controlplane.api.http import Page, PageParams, paginate
+from controlplane.api.http import Page, PageDep, paginate
 from controlplane.store import as_utc
 from controlplane.store.schema import audit_log
 
@@ -47,7 +47,7 @@ def _out(row: Mapping[Any, Any]) -> AuditEntryOut:
 def list_audit(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("audit", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
     actor: Annotated[str | None, Query(max_length=160)] = None,
     resource: Annotated[str | None, Query(max_length=255, description="A prefix, e.g. devices/cam-1")] = None,
     order: Annotated[

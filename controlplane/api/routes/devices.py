@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
 
 from controlplane import audit
 from controlplane.access import Principal
@@ -19,8 +20,11 @@ from controlplane.api.http import (
     NAME_PATTERN,
     NamePath,
     Page,
+    PageDep,
     PageParams,
     encode_cursor,
+    etag,
+    json_response,
     paginate,
     require_if_match,
     set_etag,
@@ -267,7 +271,7 @@ def create_enrollment_token(
 def list_enrollment_tokens(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("enrollment_tokens", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
 ) -> Page[dict[str, Any]]:
     with svc.db.read() as conn:
         query = sa.select(tokens).where(tokens.c.kind == "enrollment")
@@ -408,15 +412,16 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
 
 
 @router.get("/devices", response_model=Page[DeviceOut])
-def list_devices(
+async def list_devices(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("devices", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
     status: Annotated[str | None, Query(pattern=r"^(active|decommissioned)$")] = None,
     label: Annotated[
         list[str] | None, Query(description="key=value; repeat to require several.", max_length=20)
     ] = None,
-) -> Page[DeviceOut]:
+) -> Response:
+    """Devices by id; ``label=k=v`` (repeatable) and ``status`` filter them."""
     query = sa.select(devices)
     if status is not None:
         query = query.where(devices.c.status == status)
@@ -426,27 +431,32 @@ def list_devices(
         if not sep or not key:
             raise Problem(400, f"query.label: '{item}' is not key=value", type="validation")
         wanted[key] = value
-    with svc.db.read() as conn:
-        if not wanted:
-            return paginate(conn, query, [devices.c.id], page, _device_out)
-        return _filtered_page(
-            conn, query, page, lambda d: all(d.labels.get(k) == v for k, v in wanted.items())
-        )
+
+    def fetch() -> Page[DeviceOut]:
+        with svc.db.read() as conn:
+            if not wanted:
+                return paginate(conn, query, [devices.c.id], page, _device_out)
+            return _filtered_page(
+                conn, query, page, lambda d: all(d.labels.get(k) == v for k, v in wanted.items())
+            )
+
+    return json_response(await run_in_threadpool(fetch))
 
 
 @router.get("/devices/{device_id}", response_model=DeviceOut)
-def show_device(
+async def show_device(
     device_id: NamePath,
     svc: ServicesDep,
-    response: Response,
     caller: Annotated[Principal, Depends(guard_item("devices", "read"))],
-) -> DeviceOut:
-    with svc.db.read() as conn:
-        row = _load_device(conn, device_id)
-        ensure_item(caller, "devices", "read", row["labels"])
-        out = _device_out(row, groups_of(conn, device_id, row["labels"]))
-    set_etag(response, row["revision"])
-    return out
+) -> Response:
+    def fetch() -> DeviceOut:
+        with svc.db.read() as conn:
+            row = _load_device(conn, device_id)
+            ensure_item(caller, "devices", "read", row["labels"])
+            return _device_out(row, groups_of(conn, device_id, row["labels"]))
+
+    out = await run_in_threadpool(fetch)
+    return json_response(out, headers={"ETag": etag(out.revision)})
 
 
 @router.patch("/devices/{device_id}", response_model=DeviceOut)
@@ -578,7 +588,7 @@ def create_group(
 def list_groups(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("groups", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
 ) -> Page[GroupOut]:
     with svc.db.read() as conn:
         return paginate(conn, sa.select(groups), [groups.c.name], page, _group_out)
@@ -654,7 +664,7 @@ def group_devices(
     name: NamePath,
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("devices", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
 ) -> Page[DeviceOut]:
     """The active devices in a group, resolved now."""
     with svc.db.read() as conn:

@@ -5,7 +5,7 @@ resource, and enrolled devices)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -75,10 +75,10 @@ def manifest_out(row: Mapping[Any, Any]) -> dict[str, Any]:
     return manifest
 
 
-def artifact_reader(resource: str) -> Callable[..., Principal]:
+def artifact_reader(resource: str) -> Callable[..., Awaitable[Principal]]:
     """Operators who may read ``resource``, or any enrolled device."""
 
-    def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if principal.kind == "device" or principal.may_allow_item(resource, "read"):
             return principal
         raise Problem(

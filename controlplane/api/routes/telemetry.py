@@ -12,7 +12,7 @@ from pydantic import BaseModel, BeforeValidator
 
 from controlplane.access import Principal
 from controlplane.api.deps import ServicesDep, ensure_item, guard, guard_item
-from controlplane.api.http import NamePath, Page, PageParams, paginate
+from controlplane.api.http import NamePath, Page, PageDep, paginate
 from controlplane.api.problems import Problem
 from controlplane.fleet import in_group
 from controlplane.store import as_utc, utcnow
@@ -169,7 +169,7 @@ def _event_out(row: Mapping[Any, Any]) -> EventOut:
 def list_events(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("devices", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
     device: Annotated[str | None, Query(max_length=128)] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
     workflow: Annotated[str | None, Query(max_length=128)] = None,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from controlplane import audit
 from controlplane.access import Principal
 from controlplane.api.deps import ServicesDep, guard
-from controlplane.api.http import NAME_PATTERN, NamePath, Page, PageParams, VersionPath, paginate
+from controlplane.api.http import NAME_PATTERN, NamePath, Page, PageDep, VersionPath, paginate
 from controlplane.api.routes.assignments import (
     AssignmentIn,
     AssignmentOut,
@@ -122,7 +122,7 @@ def create_threshold_set(
 def list_threshold_sets(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("thresholds", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
     name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Page[ThresholdSetOut]:
     with svc.db.read() as conn:
@@ -204,7 +204,7 @@ def list_assignments(
     name: NamePath,
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("thresholds", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
 ) -> Page[AssignmentOut]:
     query = sa.select(threshold_assignments).where(threshold_assignments.c.name == name)
     keys = [threshold_assignments.c.target_kind, threshold_assignments.c.target]

@@ -18,7 +18,7 @@ from agent.workflow import CompileError, SpecError, parse_document
 from controlplane import audit
 from controlplane.access import Principal
 from controlplane.api.deps import Services, ServicesDep, guard
-from controlplane.api.http import NAME_PATTERN, NamePath, Page, PageParams, VersionPath, paginate
+from controlplane.api.http import NAME_PATTERN, NamePath, Page, PageDep, VersionPath, paginate
 from controlplane.api.problems import Problem
 from controlplane.api.routes.assignments import (
     AssignmentIn,
@@ -199,7 +199,7 @@ async def upload_workflow(
 def list_workflows(
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("workflows", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
     name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Page[WorkflowOut]:
     query = sa.select(workflows)
@@ -282,7 +282,7 @@ def list_workflow_assignments(
     name: NamePath,
     svc: ServicesDep,
     _caller: Annotated[Principal, Depends(guard("workflows", "read"))],
-    page: Annotated[PageParams, Depends()],
+    page: PageDep,
 ) -> Page[AssignmentOut]:
     query = sa.select(workflow_assignments).where(workflow_assignments.c.name == name)
     keys = [workflow_assignments.c.target_kind, workflow_assignments.c.target]
