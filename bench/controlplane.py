@@ -120,6 +120,7 @@ class ControlPlaneProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEFLEET_")}
+        self.env["EDGEFLEET_WORKERS"] = os.environ.get("EDGEFLEET_WORKERS", "1")
         self.env.update(
             EDGEFLEET_DATA_DIR=str(data_dir / "cp"),
             EDGEFLEET_HOST="127.0.0.1",
@@ -259,13 +260,17 @@ class CpuAccount:
         return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
     def _server(self) -> float:
-        """CPU seconds of the first pid (the control plane) alone."""
+        """CPU seconds of the first pid (the control plane) and its worker processes."""
         if not self.pids:
             return 0.0
+        total = 0.0
         with contextlib.suppress(psutil.Error):
-            times = psutil.Process(self.pids[0]).cpu_times()
-            return float(times.user + times.system)
-        return 0.0
+            parent = psutil.Process(self.pids[0])
+            for proc in [parent, *parent.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        return total
 
     def start(self) -> None:
         self._server0 = self._server()

@@ -46,25 +46,50 @@ def configure_logging(json_lines: bool) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (EDGEFLEET_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (EDGEFLEET_PORT).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (EDGEFLEET_WORKERS); each runs the whole app.")
+    ] = None,
 ) -> None:
     """Run the control plane (FastAPI under uvicorn) until SIGINT/SIGTERM."""
+    import os
+
     import uvicorn
 
     from controlplane.api.app import create_app
 
-    settings = load_settings(host=host, port=port)
+    settings = load_settings(host=host, port=port, workers=workers)
     configure_logging(settings.log_json)
     ssl = {}
     if settings.tls_cert is not None and settings.tls_key is not None:
         ssl = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        **ssl,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return
+    # Several processes: migrate and create the signing key once, here, then each worker builds
+    # the app from the same settings (passed through the environment) without migrating.
+    from controlplane.api.app import open_services
+
+    open_services(settings).db.dispose()
+    os.environ.update(
+        {
+            "EDGEFLEET_HOST": settings.host,
+            "EDGEFLEET_PORT": str(settings.port),
+            "EDGEFLEET_MIGRATE_ON_START": "false",
+        }
+    )
     uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        **ssl,  # type: ignore[arg-type]
+        "controlplane.api.app:create_app_from_env",
+        factory=True,
+        workers=settings.workers,
+        **common,  # type: ignore[arg-type]
     )
 
 

@@ -23,6 +23,7 @@ class ControlPlaneSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes, each a whole control plane.")
     tls_cert: Path | None = None
     tls_key: Path | None = None
     public_url: str | None = Field(

@@ -131,3 +131,13 @@ def create_app(settings: ControlPlaneSettings | None = None) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one worker process of ``edgefleet serve --workers N``: settings from the
+    environment, logging as the parent configured it."""
+    from controlplane.server_cli import configure_logging
+
+    settings = ControlPlaneSettings()
+    configure_logging(settings.log_json)
+    return create_app(settings)
