@@ -267,9 +267,10 @@ class AgentSettings(BaseSettings):
             mqtt_username=str(username),
             mqtt_password=None if password is None else str(password),
             mqtt_tls=tls,
-            mqtt_ca_file=sync.mqtt_ca_file or _path(mqtt.get("ca_file")),
-            mqtt_cert_file=sync.mqtt_cert_file or _path(mqtt.get("cert_file")),
-            mqtt_key_file=sync.mqtt_key_file or _path(mqtt.get("key_file")),
+            # The certificate made at enrollment is used only when the broker speaks TLS.
+            mqtt_ca_file=sync.mqtt_ca_file or (_path(mqtt.get("ca_file")) if tls else None),
+            mqtt_cert_file=sync.mqtt_cert_file or (_path(mqtt.get("cert_file")) if tls else None),
+            mqtt_key_file=sync.mqtt_key_file or (_path(mqtt.get("key_file")) if tls else None),
             keepalive_s=sync.keepalive_s,
             telemetry_interval_s=sync.telemetry_interval_s,
             session_expiry_s=sync.session_expiry_s,
