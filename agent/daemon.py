@@ -11,10 +11,18 @@ the control plane last had it run, then connects over MQTT and reconciles every 
 The reconciler reaches the agent through ``compile_document``, ``activate_plan`` (a running
 workflow's plan is swapped between two frames; a new workflow gets its frame sources from the
 config binding that names its id, or none), ``retire_workflow`` and ``plans``.
+
+A managed agent also keeps telemetry (docs/sync.md, "Telemetry"): every run is counted by a
+:class:`agent.sync.telemetry.TelemetryCollector` under the lineage of the plan that ran it (kept
+per workflow, updated when a plan is swapped and after each apply), the collector appends a
+``TelemetryRecord`` per interval and a ``part_rejected`` event per reject to the outbox
+(``<data_dir>/sync/outbox.db``), and an :class:`agent.sync.sender.OutboxSender` drains the outbox
+to the control plane, deleting records only when the control plane acks them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -22,7 +30,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -46,11 +54,16 @@ from agent.workflow import (
     read_document,
 )
 from agent.workflow.result import json_default
+from protos import sync_pb2
 
 if TYPE_CHECKING:
     from agent.config import ResolvedSync
+    from agent.sources.frames import Frame
     from agent.sync.mqtt import SyncClient
+    from agent.sync.outbox import Outbox
     from agent.sync.reconciler import HttpFetcher, Reconciler, ReconcileWorker
+    from agent.sync.sender import OutboxSender
+    from agent.sync.telemetry import Lineage, TelemetryCollector
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +115,7 @@ class WorkflowService:
     def __init__(
         self, plan: Plan, binding: WorkflowBinding, executor: Executor, results: TextIO | None
     ) -> None:
-        self._plan = plan
+        self._current: tuple[Plan, Lineage | None] = (plan, None)
         self._plan_lock = threading.Lock()
         self.plan_swaps = 0
         self.binding = binding
@@ -113,6 +126,9 @@ class WorkflowService:
             for i, spec in enumerate(binding.sources)
         ]
         self.stats = WorkflowStats()
+        self.telemetry: TelemetryCollector | None = None
+        """Counts every run (a managed agent's telemetry); ``None``: runs are not reported."""
+        self._telemetry_failures = 0
         self._started = False
         self._results = results
         self._results_lock = threading.Lock()
@@ -124,22 +140,36 @@ class WorkflowService:
     @property
     def plan(self) -> Plan:
         """The plan the next frame runs."""
-        return self._plan
+        return self._current[0]
 
-    def replace_plan(self, plan: Plan) -> Plan:
-        """Swap in a new compiled plan of the same workflow; returns the old one.
+    @property
+    def lineage(self) -> Lineage | None:
+        """What the next frame's results will be attributed to (``None`` without telemetry)."""
+        return self._current[1]
 
-        The swap is atomic and happens between frames: each frame reads the plan once when it
-        starts, so runs in flight finish on the old plan and the next frame runs the new one.
-        Sources, queue and workers stay as they are."""
-        if plan.workflow_id != self._plan.workflow_id:
+    def replace_plan(self, plan: Plan, lineage: Lineage | None = None) -> Plan:
+        """Swap in a new compiled plan of the same workflow, with its lineage; returns the old one.
+
+        The swap is atomic and happens between frames: each frame reads the plan (and its
+        lineage) once when it starts, so runs in flight finish on the old plan and the next frame
+        runs the new one. Sources, queue and workers stay as they are."""
+        current = self._current[0]
+        if plan.workflow_id != current.workflow_id:
             raise ValueError(
-                f"cannot replace workflow '{self._plan.workflow_id}' with workflow '{plan.workflow_id}'"
+                f"cannot replace workflow '{current.workflow_id}' with workflow '{plan.workflow_id}'"
             )
         with self._plan_lock:
-            old, self._plan = self._plan, plan
+            old = self._current[0]
+            self._current = (plan, lineage)
             self.plan_swaps += 1
         return old
+
+    def set_lineage(self, plan: Plan, lineage: Lineage) -> None:
+        """Attribute ``plan``'s next runs to ``lineage`` (nothing changes if ``plan`` was swapped
+        out meanwhile)."""
+        with self._plan_lock:
+            if self._current[0] is plan:
+                self._current = (plan, lineage)
 
     def start(self) -> None:
         self._started = True
@@ -150,10 +180,13 @@ class WorkflowService:
 
     def _work(self) -> None:
         while (frame := self.queue.get()) is not None:
-            plan = self._plan  # one plan per frame, even if a new one is swapped in meanwhile
+            plan, lineage = self._current  # one plan per frame, even if a new one is swapped in meanwhile
             started = time.perf_counter()
             result = self.executor.run(plan, frame.document(self.binding.input_key))
-            self.stats.record(result, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.stats.record(result, seconds)
+            if self.telemetry is not None:
+                self._report(self.telemetry, result, plan, lineage, seconds, frame)
             if result.error is not None:
                 log.warning(
                     "workflow %s frame %s#%d failed at %s: %s",
@@ -169,6 +202,39 @@ class WorkflowService:
                 )
                 with self._results_lock:
                     self._results.write(line + "\n")
+
+    def _report(
+        self,
+        telemetry: TelemetryCollector,
+        result: RunResult,
+        plan: Plan,
+        lineage: Lineage | None,
+        seconds: float,
+        frame: Frame,
+    ) -> None:
+        """Hand the run to telemetry; a telemetry failure never fails or stops a run."""
+        try:
+            if lineage is None:
+                from agent.sync.telemetry import Lineage
+
+                lineage = Lineage(plan.workflow_id, plan.version)
+            telemetry.record_run(
+                result,
+                lineage=lineage,
+                plan=plan,
+                seconds=seconds,
+                image=frame.data,
+                frame={"source": frame.source, "seq": frame.seq, "timestamp": frame.timestamp, **frame.meta},
+            )
+        except Exception:
+            self._telemetry_failures += 1
+            telemetry.note_record_error()
+            if self._telemetry_failures == 1 or self._telemetry_failures % 1000 == 0:
+                log.exception(
+                    "workflow %s: telemetry could not count a run (%d so far); runs go on",
+                    plan.workflow_id,
+                    self._telemetry_failures,
+                )
 
     def sources_done(self) -> bool:
         return all(not source.is_alive() for source in self.sources)
@@ -205,6 +271,7 @@ class Agent:
         self.executor: Executor | None = None
         self.services: list[WorkflowService] = []
         self.sync: AgentSync | None = None
+        self.telemetry: TelemetryCollector | None = None
         self._results: TextIO | None = None
         self._stop = threading.Event()
         self._services_lock = threading.RLock()
@@ -270,6 +337,9 @@ class Agent:
         ]
         if settings.sync is not None:
             self.sync = AgentSync.create(self, settings)
+            self.telemetry = self.sync.telemetry
+            for service in self.services:
+                self._attach_telemetry(service)
             self.sync.restore()  # what the control plane had running, before any frame
         self.started_at = time.monotonic()
         with self._services_lock:
@@ -306,10 +376,11 @@ class Agent:
         """Run ``plan``: a running workflow of that id has its plan swapped between two frames; a
         new one gets a service fed by the config binding that names its id (none: no sources,
         it runs when asked, e.g. through the device API)."""
+        lineage = self._lineage_or_none(plan)
         with self._services_lock:
             service = self.service(plan.workflow_id)
             if service is not None:
-                service.replace_plan(plan)
+                service.replace_plan(plan, lineage)
                 return
             if self.executor is None:
                 raise RuntimeError("the agent is not started")
@@ -317,9 +388,74 @@ class Agent:
                 workflow=plan.workflow_id
             )
             service = WorkflowService(plan, binding, self.executor, self._results)
+            self._attach_telemetry(service, lineage)
             self.services.append(service)
             if self._running:
                 service.start()
+
+    # ---- telemetry ------------------------------------------------------------------------------
+
+    def lineage_for(self, plan: Plan) -> Lineage:
+        """What ``plan``'s results come from: workflow version, model sha256 and threshold set from
+        the plan itself (its threshold set at the live version); rollout id and cohort from what
+        the reconciler applied for this workflow version (empty outside a rollout, and for a
+        plan compiled from the config)."""
+        from agent.sync.telemetry import plan_lineage
+
+        lineage = plan_lineage(plan, self.thresholds)
+        sync = self.sync
+        applied = sync.reconciler.state.workflows.get(plan.workflow_id) if sync is not None else None
+        if applied is None or applied.version != plan.version:
+            return lineage
+        lineage = dataclasses.replace(lineage, rollout_id=applied.rollout_id, cohort=applied.role)
+        if not lineage.threshold_set and applied.thresholds:
+            name = sorted(applied.thresholds)[0]
+            lineage = dataclasses.replace(
+                lineage, threshold_set=name, threshold_version=applied.thresholds[name]
+            )
+        return lineage
+
+    def _lineage_or_none(self, plan: Plan) -> Lineage | None:
+        if self.telemetry is None:
+            return None
+        try:
+            return self.lineage_for(plan)
+        except Exception:  # lineage is telemetry: it must never keep a plan from running
+            log.exception("workflow %s: cannot work out the plan's lineage", plan.workflow_id)
+            return None
+
+    def _attach_telemetry(self, service: WorkflowService, lineage: Lineage | None = None) -> None:
+        if self.telemetry is None:
+            return
+        plan = service.plan
+        lineage = lineage if lineage is not None else self._lineage_or_none(plan)
+        if lineage is not None:
+            service.set_lineage(plan, lineage)
+        service.telemetry = self.telemetry
+
+    def refresh_lineages(self) -> None:
+        """Work out every running plan's lineage again (after an apply: a new rollout id or
+        threshold version does not always swap the plan)."""
+        with self._services_lock:
+            services = list(self.services)
+        for service in services:
+            plan = service.plan
+            lineage = self._lineage_or_none(plan)
+            if lineage is not None and lineage != service.lineage:
+                service.set_lineage(plan, lineage)
+
+    def frame_drops(self) -> list[tuple[str, int, Lineage]]:
+        """``(workflow id, frames its queue dropped so far, current lineage)`` per workflow."""
+        from agent.sync.telemetry import Lineage
+
+        with self._services_lock:
+            services = list(self.services)
+        drops = []
+        for service in services:
+            plan = service.plan
+            lineage = service.lineage or Lineage(plan.workflow_id, plan.version)
+            drops.append((plan.workflow_id, service.queue.dropped, lineage))
+        return drops
 
     def retire_workflow(self, workflow_id: str) -> None:
         """Stop a workflow the control plane no longer assigns. One bound to a file in the
@@ -362,6 +498,8 @@ class Agent:
             services = list(self.services)
         for service in services:
             service.stop()
+        if self.sync is not None:
+            self.sync.close()  # after the last run: the final partial interval goes to the outbox
         if self.executor is not None:
             self.executor.close()
         if self.runtime is not None:
@@ -371,6 +509,16 @@ class Agent:
 
     def summary(self) -> list[dict[str, Any]]:
         return [service.summary() for service in list(self.services)]
+
+    def status(self) -> dict[str, Any]:
+        """The agent at a glance: its workflows' counters and, when managed, the sync link's
+        (telemetry, outbox and sender counters, events suppressed by the per-interval cap)."""
+        return {
+            "device_id": self.settings.device_id,
+            "profile": self.profile.name if self.profile else None,
+            "workflows": self.summary(),
+            "sync": self.sync.status() if self.sync is not None else None,
+        }
 
     def serve(self) -> list[dict[str, Any]]:
         """Run until SIGTERM/SIGINT (or until finite sources run out); drain; return the summary."""
@@ -385,14 +533,31 @@ class Agent:
         return self.summary()
 
 
+DEFAULT_THUMBNAIL_BYTES_PER_S = 20_000
+"""Thumbnail budget of ``part_rejected`` events per device, in bytes per second."""
+DEFAULT_MAX_EVENTS_PER_INTERVAL = 100
+"""``part_rejected`` events per telemetry interval at most; the excess is counted, not sent."""
+
+
 class AgentSync:
-    """The agent's link to its control plane: the MQTT client, the reconciler and its worker.
+    """The agent's link to its control plane: the MQTT client, the reconciler and its worker, and
+    the telemetry path (collector → outbox → sender).
 
     Desired states arrive on paho's network thread and are handed to the worker, which applies
-    them (downloads, installs, compiles) on its own thread and publishes each reported state."""
+    them (downloads, installs, compiles) on its own thread and publishes each reported state.
+    After each apply ``on_reported`` runs first (the agent works out its lineages again)."""
 
     def __init__(
-        self, resolved: ResolvedSync, client: SyncClient, fetcher: HttpFetcher, reconciler: Reconciler
+        self,
+        resolved: ResolvedSync,
+        client: SyncClient,
+        fetcher: HttpFetcher,
+        reconciler: Reconciler,
+        *,
+        outbox: Outbox | None = None,
+        telemetry: TelemetryCollector | None = None,
+        sender: OutboxSender | None = None,
+        on_reported: Callable[[], object] | None = None,
     ) -> None:
         from agent.sync.reconciler import ReconcileWorker
 
@@ -400,9 +565,23 @@ class AgentSync:
         self.client = client
         self.fetcher = fetcher
         self.reconciler = reconciler
-        self.worker: ReconcileWorker = ReconcileWorker(reconciler, client.publish_reported)
+        self.outbox = outbox
+        self.telemetry = telemetry
+        self.sender = sender
+        self.on_reported = on_reported
+        self.worker: ReconcileWorker = ReconcileWorker(reconciler, self._publish_reported)
         reconciler.on_applying = client.publish_reported
         client.on_desired(self.worker.submit)
+        self._stopped = False
+        self._closed = False
+
+    def _publish_reported(self, report: sync_pb2.ReportedState) -> bool:
+        if self.on_reported is not None:
+            try:
+                self.on_reported()
+            except Exception:
+                log.exception("sync: updating the lineages after an apply failed")
+        return self.client.publish_reported(report)
 
     @classmethod
     def create(cls, agent: Agent, settings: AgentSettings) -> AgentSync:
@@ -433,7 +612,55 @@ class AgentSync:
             agent_version=__version__,
             profile=agent.profile.name if agent.profile else "",
         )
-        return cls(resolved, client, fetcher, reconciler)
+        outbox, telemetry, sender = cls._telemetry(agent, settings, resolved, client)
+        return cls(
+            resolved,
+            client,
+            fetcher,
+            reconciler,
+            outbox=outbox,
+            telemetry=telemetry,
+            sender=sender,
+            on_reported=agent.refresh_lineages,
+        )
+
+    @staticmethod
+    def _telemetry(
+        agent: Agent, settings: AgentSettings, resolved: ResolvedSync, client: SyncClient
+    ) -> tuple[Outbox | None, TelemetryCollector | None, OutboxSender | None]:
+        """The outbox at ``<data_dir>/sync/outbox.db``, the collector that fills it and the
+        sender that drains it; none of them when the outbox file is unusable (logged: the agent
+        still runs its workflows and follows its control plane)."""
+        from agent.sync.outbox import Outbox, OutboxError, RecordKind
+        from agent.sync.sender import OutboxSender
+        from agent.sync.telemetry import TelemetryCollector
+
+        try:
+            outbox = Outbox(settings.data_dir / "sync" / "outbox.db").open()
+        except OutboxError as exc:
+            log.error("sync: %s: no telemetry or events until the file is repaired or moved away", exc)
+            return None, None, None
+        sender = OutboxSender(outbox, client, resolved.device_id)
+
+        def store(kind: RecordKind, payload: bytes) -> int | None:
+            seq = outbox.append(kind, payload)
+            if seq is not None:
+                sender.notify()
+            return seq
+
+        # until the sync settings carry them, the defaults above
+        thumbnail_bytes_per_s = getattr(settings.sync, "thumbnail_bytes_per_s", DEFAULT_THUMBNAIL_BYTES_PER_S)
+        max_events = getattr(settings.sync, "max_events_per_interval", DEFAULT_MAX_EVENTS_PER_INTERVAL)
+        telemetry = TelemetryCollector(
+            interval_s=resolved.telemetry_interval_s,
+            sink=store,
+            data_dir=settings.data_dir,
+            outbox_stats=outbox.stats,
+            frame_drops=agent.frame_drops,
+            thumbnail_bytes_per_s=float(thumbnail_bytes_per_s),
+            max_events_per_interval=int(max_events),
+        )
+        return outbox, telemetry, sender
 
     def restore(self) -> None:
         self.reconciler.restore()
@@ -441,9 +668,43 @@ class AgentSync:
     def start(self) -> None:
         self.worker.start()
         self.client.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
+        if self.sender is not None:
+            self.sender.start()
 
     def stop(self) -> None:
+        """Stop the link: sender, MQTT client, reconciler. Telemetry keeps counting until
+        :meth:`close`, so the runs that drain after this are still counted."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.sender is not None:
+            self.sender.stop()
         self.client.close()
         self.fetcher.cancel()
         self.worker.stop()
         self.fetcher.close()
+
+    def close(self) -> None:
+        """After the last run: flush the final partial interval and the queued events into the
+        outbox (sent at the next start) and close it."""
+        self.stop()
+        if self._closed:
+            return
+        self._closed = True
+        if self.telemetry is not None:
+            self.telemetry.stop(flush=True)
+        if self.outbox is not None:
+            self.outbox.close()
+
+    def status(self) -> dict[str, Any]:
+        """The link's counters: connection, telemetry, outbox and sender."""
+        return {
+            "connected": self.client.connected.is_set(),
+            "connections": self.client.connections,
+            "last_error": self.client.last_error,
+            "telemetry": dataclasses.asdict(self.telemetry.status()) if self.telemetry else None,
+            "outbox": dataclasses.asdict(self.outbox.stats()) if self.outbox else None,
+            "sender": dataclasses.asdict(self.sender.status()) if self.sender else None,
+        }
