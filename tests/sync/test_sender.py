@@ -293,7 +293,7 @@ def test_records_reach_the_store_and_leave_the_outbox_only_when_acked(
 
     wait_for(lambda: plane.stored_count() == 1500)  # stored at the control plane …
     status = dev.sender.status()
-    assert 0 < status.acked_records < 200  # (the first ack answered the probe: part of one page)
+    assert 0 < status.acked_records <= 200  # (the first ack answered the probe: one page at most)
     unacked = 1500 - status.acked_records
     assert dev.outbox.stats().pending_records == unacked  # … and the rest still in the outbox
     assert (status.in_flight_records, status.sent_records, status.resent_records) == (unacked, 1500, 0)
