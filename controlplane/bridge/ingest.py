@@ -141,54 +141,73 @@ def _apply_telemetry(conn: Connection, device_id: str, record: sync_pb2.Telemetr
             )
 
 
-def _apply_event(conn: Connection, device_id: str, seq: int, event: sync_pb2.Event) -> None:
+def _event_row(device_id: str, seq: int, event: sync_pb2.Event) -> dict[str, Any]:
     try:
         attributes = json.loads(event.attributes_json) if event.attributes_json else {}
     except ValueError:
         attributes = {"unparsed": event.attributes_json[:1000]}
-    conn.execute(
-        events.insert().values(
-            device_id=device_id,
-            seq=seq,
-            at=_time(event.at),
-            kind=event.kind[:64] or "unknown",
-            severity=event.severity[:16] or "info",
-            workflow_id=event.workflow_id[:128],
-            run_id=event.run_id[:128],
-            message=event.message[:2048],
-            lineage=_lineage(event.lineage),
-            attributes=attributes if isinstance(attributes, dict) else {"value": attributes},
-            thumbnail=event.thumbnail_jpeg or None,
-        )
-    )
+    return {
+        "device_id": device_id,
+        "seq": seq,
+        "at": _time(event.at),
+        "kind": event.kind[:64] or "unknown",
+        "severity": event.severity[:16] or "info",
+        "workflow_id": event.workflow_id[:128],
+        "run_id": event.run_id[:128],
+        "message": event.message[:2048],
+        "lineage": _lineage(event.lineage),
+        "attributes": attributes if isinstance(attributes, dict) else {"value": attributes},
+        "thumbnail": event.thumbnail_jpeg or None,
+    }
 
 
 def ingest_records(conn: Connection, device_id: str, records: Iterable[sync_pb2.Record]) -> list[int]:
-    """Store the records not seen before; returns every seq of the batch (new or already stored)."""
-    seen = []
-    now = utcnow()
-    for record in records:
-        kind = record.WhichOneof("body")
-        if kind is None or record.seq == 0:
-            continue
-        fresh = _insert_ignore(
-            conn,
-            ingested_records,
-            {
-                "device_id": device_id,
-                "seq": record.seq,
-                "kind": kind,
-                "created_at": _time(record.created_at),
-                "stored_at": now,
-            },
+    """Store the records not seen before; returns every seq of the batch (new or already stored).
+
+    One query finds the seqs already stored, then the new ones go in with bulk inserts: a few
+    statements per batch instead of a few per record. A record stored concurrently by another
+    replica makes the insert fail and the transaction roll back; nothing is acked, the device sends
+    again, and the next attempt finds it stored."""
+    batch = [r for r in records if r.seq and r.WhichOneof("body") is not None]
+    if not batch:
+        return []
+    seqs = sorted({r.seq for r in batch})
+    stored: set[int] = set()
+    for start in range(0, len(seqs), 1000):
+        chunk = seqs[start : start + 1000]
+        stored.update(
+            conn.execute(
+                sa.select(ingested_records.c.seq).where(
+                    ingested_records.c.device_id == device_id, ingested_records.c.seq.in_(chunk)
+                )
+            ).scalars()
         )
-        if fresh:
-            if kind == "telemetry":
+    now = utcnow()
+    fresh: dict[int, sync_pb2.Record] = {}
+    for record in batch:
+        if record.seq not in stored:
+            fresh.setdefault(record.seq, record)
+    if fresh:
+        conn.execute(
+            ingested_records.insert(),
+            [
+                {
+                    "device_id": device_id,
+                    "seq": seq,
+                    "kind": record.WhichOneof("body"),
+                    "created_at": _time(record.created_at),
+                    "stored_at": now,
+                }
+                for seq, record in fresh.items()
+            ],
+        )
+        event_rows = [_event_row(device_id, seq, r.event) for seq, r in fresh.items() if r.HasField("event")]
+        if event_rows:
+            conn.execute(events.insert(), event_rows)
+        for record in fresh.values():
+            if record.HasField("telemetry"):
                 _apply_telemetry(conn, device_id, record.telemetry)
-            else:
-                _apply_event(conn, device_id, record.seq, record.event)
-        seen.append(record.seq)
-    return seen
+    return [record.seq for record in batch]
 
 
 def ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
