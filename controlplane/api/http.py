@@ -87,6 +87,17 @@ def paginate(
     return Page(items=items, next_cursor=next_cursor)
 
 
+def label_query(items: list[str] | None) -> dict[str, str]:
+    """``?label=k=v`` (repeatable) as a dict; 400 naming the item that is not key=value."""
+    labels: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or len(key) > 63 or len(value) > 128:
+            raise Problem(400, f"query.label: '{item}' is not key=value", type="validation")
+        labels[key] = value
+    return labels
+
+
 def encode_cursor(key_values: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key_values).encode()).decode()
 

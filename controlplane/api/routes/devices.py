@@ -25,6 +25,7 @@ from controlplane.api.http import (
     encode_cursor,
     etag,
     json_response,
+    label_query,
     paginate,
     require_if_match,
     set_etag,
@@ -425,12 +426,7 @@ async def list_devices(
     query = sa.select(devices)
     if status is not None:
         query = query.where(devices.c.status == status)
-    wanted: dict[str, str] = {}
-    for item in label or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise Problem(400, f"query.label: '{item}' is not key=value", type="validation")
-        wanted[key] = value
+    wanted = label_query(label)
 
     def fetch() -> Page[DeviceOut]:
         with svc.db.read() as conn:

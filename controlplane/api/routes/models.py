@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from controlplane import audit
 from controlplane.access import Principal
 from controlplane.api.deps import ServicesDep, ensure_item, guard, guard_item
-from controlplane.api.http import NamePath, Page, PageDep, VersionPath, paginate
+from controlplane.api.http import NamePath, Page, PageDep, VersionPath, label_query, paginate
 from controlplane.api.problems import Problem
 from controlplane.api.routes.releases import (
     SignedManifestOut,
@@ -93,16 +93,6 @@ def _model_out(base_url: str) -> Any:
     return convert
 
 
-def _labels(items: list[str] | None) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key or len(key) > 63 or len(value) > 128:
-            raise Problem(400, f"query.label: '{item}' is not key=value", type="validation")
-        labels[key] = value
-    return labels
-
-
 @router.post("/models/{name}/versions", status_code=201, response_model=ModelOut)
 async def upload_model(
     name: NamePath,
@@ -122,7 +112,7 @@ async def upload_model(
     The sha256 is computed on the way in; a truncated body, a digest that differs from
     ``sha256``, a body over the size limit or a file that is not ONNX is refused, and nothing of
     it is kept."""
-    labels = _labels(label)
+    labels = label_query(label)
     declared = request.headers.get("content-length")
     writer = svc.blobs.writer(max_bytes=svc.settings.max_model_bytes)
     with writer:
