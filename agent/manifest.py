@@ -80,9 +80,10 @@ MAX_MANIFEST_BYTES = 64 * 1024
 """A serialized signed manifest is a few hundred bytes; anything past this is refused unparsed."""
 
 _CHUNK = 1024 * 1024
-_KINDS = ("model", "workflow", "thresholds")
+_KINDS = ("model", "workflow", "thresholds", "bundle")
 
-ArtifactKind = Literal["model", "workflow", "thresholds"]
+ArtifactKind = Literal["model", "workflow", "thresholds", "bundle"]
+"""What a manifest describes; a ``bundle`` is a rollout's set of artifacts (docs/rollouts.md)."""
 
 
 class ManifestError(Exception):

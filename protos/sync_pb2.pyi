@@ -47,18 +47,22 @@ class ArtifactRef(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., url: _Optional[str] = ..., signed_manifest: _Optional[bytes] = ...) -> None: ...
 
 class WorkflowAssignment(_message.Message):
-    __slots__ = ("workflow", "models", "threshold_sets", "role", "rollout_id")
+    __slots__ = ("workflow", "models", "threshold_sets", "role", "rollout_id", "bundle", "bundle_manifest")
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_SETS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_MANIFEST_FIELD_NUMBER: _ClassVar[int]
     workflow: ArtifactRef
     models: _containers.RepeatedCompositeFieldContainer[ArtifactRef]
     threshold_sets: _containers.RepeatedCompositeFieldContainer[ArtifactRef]
     role: str
     rollout_id: str
-    def __init__(self, workflow: _Optional[_Union[ArtifactRef, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., threshold_sets: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., role: _Optional[str] = ..., rollout_id: _Optional[str] = ...) -> None: ...
+    bundle: bytes
+    bundle_manifest: bytes
+    def __init__(self, workflow: _Optional[_Union[ArtifactRef, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., threshold_sets: _Optional[_Iterable[_Union[ArtifactRef, _Mapping]]] = ..., role: _Optional[str] = ..., rollout_id: _Optional[str] = ..., bundle: _Optional[bytes] = ..., bundle_manifest: _Optional[bytes] = ...) -> None: ...
 
 class DesiredState(_message.Message):
     __slots__ = ("device_id", "generation", "issued_at", "workflows")
@@ -73,18 +77,54 @@ class DesiredState(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., generation: _Optional[int] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., workflows: _Optional[_Iterable[_Union[WorkflowAssignment, _Mapping]]] = ...) -> None: ...
 
 class WorkflowStatus(_message.Message):
-    __slots__ = ("workflow_id", "active_version", "candidate_version", "lineage", "backend")
+    __slots__ = ("workflow_id", "active_version", "candidate_version", "lineage", "backend", "rollout_id", "role", "bundle_sha256", "shadow_version")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     active_version: int
     candidate_version: int
     lineage: Lineage
     backend: str
-    def __init__(self, workflow_id: _Optional[str] = ..., active_version: _Optional[int] = ..., candidate_version: _Optional[int] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., backend: _Optional[str] = ...) -> None: ...
+    rollout_id: str
+    role: str
+    bundle_sha256: str
+    shadow_version: int
+    def __init__(self, workflow_id: _Optional[str] = ..., active_version: _Optional[int] = ..., candidate_version: _Optional[int] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., backend: _Optional[str] = ..., rollout_id: _Optional[str] = ..., role: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., shadow_version: _Optional[int] = ...) -> None: ...
+
+class RolloutFailure(_message.Message):
+    __slots__ = ("rollout_id", "workflow_id", "bundle_sha256", "kind", "reason", "at")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[RolloutFailure.Kind]
+        REFUSED: _ClassVar[RolloutFailure.Kind]
+        WARMUP: _ClassVar[RolloutFailure.Kind]
+        HEALTH_GATE: _ClassVar[RolloutFailure.Kind]
+        CRASH_LOOP: _ClassVar[RolloutFailure.Kind]
+    KIND_UNSPECIFIED: RolloutFailure.Kind
+    REFUSED: RolloutFailure.Kind
+    WARMUP: RolloutFailure.Kind
+    HEALTH_GATE: RolloutFailure.Kind
+    CRASH_LOOP: RolloutFailure.Kind
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    rollout_id: str
+    workflow_id: str
+    bundle_sha256: str
+    kind: RolloutFailure.Kind
+    reason: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, rollout_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., kind: _Optional[_Union[RolloutFailure.Kind, str]] = ..., reason: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Health(_message.Message):
     __slots__ = ("state", "problems")
@@ -105,7 +145,7 @@ class Health(_message.Message):
     def __init__(self, state: _Optional[_Union[Health.State, str]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReportedState(_message.Message):
-    __slots__ = ("device_id", "generation", "attempted_generation", "phase", "error", "workflows", "health", "agent_version", "profile", "at")
+    __slots__ = ("device_id", "generation", "attempted_generation", "phase", "error", "workflows", "health", "agent_version", "profile", "at", "rollout_failures")
     class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PHASE_UNSPECIFIED: _ClassVar[ReportedState.Phase]
@@ -126,6 +166,7 @@ class ReportedState(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FAILURES_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     generation: int
     attempted_generation: int
@@ -136,7 +177,8 @@ class ReportedState(_message.Message):
     agent_version: str
     profile: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, device_id: _Optional[str] = ..., generation: _Optional[int] = ..., attempted_generation: _Optional[int] = ..., phase: _Optional[_Union[ReportedState.Phase, str]] = ..., error: _Optional[str] = ..., workflows: _Optional[_Iterable[_Union[WorkflowStatus, _Mapping]]] = ..., health: _Optional[_Union[Health, _Mapping]] = ..., agent_version: _Optional[str] = ..., profile: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    rollout_failures: _containers.RepeatedCompositeFieldContainer[RolloutFailure]
+    def __init__(self, device_id: _Optional[str] = ..., generation: _Optional[int] = ..., attempted_generation: _Optional[int] = ..., phase: _Optional[_Union[ReportedState.Phase, str]] = ..., error: _Optional[str] = ..., workflows: _Optional[_Iterable[_Union[WorkflowStatus, _Mapping]]] = ..., health: _Optional[_Union[Health, _Mapping]] = ..., agent_version: _Optional[str] = ..., profile: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rollout_failures: _Optional[_Iterable[_Union[RolloutFailure, _Mapping]]] = ...) -> None: ...
 
 class Histogram(_message.Message):
     __slots__ = ("bounds", "counts", "sum", "count")
@@ -151,7 +193,7 @@ class Histogram(_message.Message):
     def __init__(self, bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., sum: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class WorkflowTelemetry(_message.Message):
-    __slots__ = ("workflow_id", "lineage", "runs", "passed", "failed", "errors", "skipped", "latency_ms", "node_latency_ms", "model_latency_ms", "batch_size", "dropped_frames")
+    __slots__ = ("workflow_id", "lineage", "runs", "passed", "failed", "errors", "skipped", "latency_ms", "node_latency_ms", "model_latency_ms", "batch_size", "dropped_frames", "shadow_compared", "shadow_agreed", "shadow_score_drift_sum", "shadow_scored")
     class NodeLatencyMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +220,10 @@ class WorkflowTelemetry(_message.Message):
     MODEL_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_AGREED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_SCORE_DRIFT_SUM_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_SCORED_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     lineage: Lineage
     runs: int
@@ -190,7 +236,11 @@ class WorkflowTelemetry(_message.Message):
     model_latency_ms: _containers.MessageMap[str, Histogram]
     batch_size: Histogram
     dropped_frames: int
-    def __init__(self, workflow_id: _Optional[str] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., runs: _Optional[int] = ..., passed: _Optional[int] = ..., failed: _Optional[int] = ..., errors: _Optional[int] = ..., skipped: _Optional[int] = ..., latency_ms: _Optional[_Union[Histogram, _Mapping]] = ..., node_latency_ms: _Optional[_Mapping[str, Histogram]] = ..., model_latency_ms: _Optional[_Mapping[str, Histogram]] = ..., batch_size: _Optional[_Union[Histogram, _Mapping]] = ..., dropped_frames: _Optional[int] = ...) -> None: ...
+    shadow_compared: int
+    shadow_agreed: int
+    shadow_score_drift_sum: float
+    shadow_scored: int
+    def __init__(self, workflow_id: _Optional[str] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., runs: _Optional[int] = ..., passed: _Optional[int] = ..., failed: _Optional[int] = ..., errors: _Optional[int] = ..., skipped: _Optional[int] = ..., latency_ms: _Optional[_Union[Histogram, _Mapping]] = ..., node_latency_ms: _Optional[_Mapping[str, Histogram]] = ..., model_latency_ms: _Optional[_Mapping[str, Histogram]] = ..., batch_size: _Optional[_Union[Histogram, _Mapping]] = ..., dropped_frames: _Optional[int] = ..., shadow_compared: _Optional[int] = ..., shadow_agreed: _Optional[int] = ..., shadow_score_drift_sum: _Optional[float] = ..., shadow_scored: _Optional[int] = ...) -> None: ...
 
 class GpuMetrics(_message.Message):
     __slots__ = ("name", "utilization_percent", "memory_used_bytes", "memory_total_bytes", "temperature_c")
