@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,6 +23,8 @@ from agent.sync.outbox import OutboxStats
 from agent.sync.telemetry import SystemProbe
 from agent.workflow import CompileOptions, Executor, builtin_registry, compile_workflow, read_document
 from tests.conftest import EXAMPLES
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Sources:
@@ -143,3 +147,30 @@ def test_a_taken_port_is_an_error_naming_it(served: tuple[AgentMetrics, Any, Exe
     other = AgentMetrics()
     with pytest.raises(OSError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
         other.serve("127.0.0.1", port)
+
+
+def exposed_names(text: str) -> set[str]:
+    """Every series name the exposition can hold, from its ``# TYPE`` lines (families without
+    samples too, e.g. GPUs on a machine without one)."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            suffixes = {"histogram": ("_bucket", "_count", "_sum")}.get(kind, ("",))  # counters: named ..._total
+            names.update(name + suffix for suffix in suffixes)
+    return names
+
+
+@pytest.mark.parametrize(
+    "dashboard", sorted((REPO / "deploy" / "grafana").glob("*.json")), ids=lambda p: p.name
+)
+def test_grafana_dashboards_query_only_metrics_the_agent_exposes(
+    served: tuple[AgentMetrics, Any, Executor], dashboard: Path
+) -> None:
+    metrics, _, _ = served
+    exposed = exposed_names(scrape(metrics))
+    document = json.loads(dashboard.read_text())
+    expressions = [target["expr"] for panel in document["panels"] for target in panel["targets"]]
+    assert expressions
+    used = {name for expr in expressions for name in re.findall(r"\b(?:edgefleet|process)_[a-z_]+", expr)}
+    assert used - exposed == set()
