@@ -4,6 +4,7 @@ models the control plane holds, stored as immutable signed versions."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 
 from agent.workflow import CompileError, SpecError, parse_document
+from agent.workflow.result import json_default
 from controlplane import audit
 from controlplane.access import Principal
 from controlplane.api.deps import Services, ServicesDep, guard
@@ -38,6 +40,7 @@ from controlplane.api.routes.releases import (
 )
 from controlplane.audit import canonical_json
 from controlplane.catalog import check_workflow
+from controlplane.dryrun import DryRunError, DryRunner
 from controlplane.store import as_utc, utcnow
 from controlplane.store.schema import workflow_assignments, workflows
 
@@ -288,3 +291,45 @@ def list_workflow_assignments(
     keys = [workflow_assignments.c.target_kind, workflow_assignments.c.target]
     with svc.db.read() as conn:
         return paginate(conn, query, keys, page, assignment_out)
+
+
+class DryRunIn(BaseModel):
+    input: Any = Field(description="The run's input document, as a device would receive it.")
+
+
+def _dry_runner(svc: Services, request: Request) -> DryRunner:
+    """The app's dry runner, created on the first dry run (onnxruntime loads only then)."""
+    runner: DryRunner | None = getattr(request.app.state, "dry_runner", None)
+    if runner is None:
+        runner = request.app.state.dry_runner = DryRunner(
+            svc.settings.data_dir, svc.blobs, tuple(svc.settings.schema_dirs)
+        )
+    return runner
+
+
+@router.post("/workflows/{name}/runs", responses={200: {"content": {"application/json": {}}}})
+def dry_run_workflow(
+    name: NamePath,
+    body: DryRunIn,
+    request: Request,
+    svc: ServicesDep,
+    _caller: Annotated[Principal, Depends(guard("workflows", "create"))],
+    version: Annotated[int | None, Query(ge=1, description="Default: the newest version.")] = None,
+) -> Response:
+    """Run a stored workflow version once on ``input``, here on the control plane (CPU, the
+    model versions recorded with it, the newest threshold sets): the run result a device would
+    produce, to try a workflow before any rollout. Nothing is stored or sent to devices."""
+    runner = _dry_runner(svc, request)
+    with svc.db.read() as conn:
+        if version is None:
+            version = conn.execute(
+                sa.select(sa.func.max(workflows.c.version)).where(workflows.c.name == name)
+            ).scalar()
+            if version is None:
+                raise Problem(404, f"workflow '{name}' does not exist", type="not-found")
+        row = load_version(conn, workflows, "workflow", name, version)
+        try:
+            result = runner.run(conn, row, body.input)
+        except DryRunError as exc:
+            raise Problem(409, str(exc), type="dry-run-unavailable") from exc
+    return Response(json.dumps(result.to_dict(), default=json_default), media_type="application/json")
