@@ -203,6 +203,125 @@ def profile(
         typer.echo(render_text(detection))
 
 
+@app.command("install-service")
+def install_service(
+    name: Annotated[
+        str | None,
+        typer.Option("--profile", help="Device profile whose limits the unit takes; default: detect."),
+    ] = None,
+    profiles_dir: Annotated[
+        Path | None,
+        typer.Option("--profiles-dir", help="Directory of profile YAML files. Default: device_profiles/."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write the unit; default /etc/systemd/system/."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the unit; write nothing.")] = False,
+    config: Annotated[Path, typer.Option("--config", help="The agent config the service runs with.")] = Path(
+        "/etc/edgefleet/agent.yaml"
+    ),
+    exec_path: Annotated[
+        Path | None,
+        typer.Option("--exec", help="The edgefleet-agent executable. Default: this installation's."),
+    ] = None,
+    user: Annotated[
+        str, typer.Option("--user", help="The unprivileged user the service runs as.")
+    ] = "edgefleet",
+    groups: Annotated[
+        str, typer.Option("--groups", help="Supplementary groups, comma-separated (cameras, GPU).")
+    ] = "video,render",
+    watchdog_sec: Annotated[
+        int, typer.Option("--watchdog-sec", min=1, help="WatchdogSec=: restart after this long unhealthy.")
+    ] = 30,
+) -> None:
+    """Render the agent's systemd unit from the device profile and install it.
+
+    Writes only the unit file (atomically, mode 0644) and creates nothing else: no user, no
+    directory, no reload. It then prints what is left to do (docs/service.md). Exits 2 when the
+    profile is unknown, an option is invalid or the target directory is missing; 1 when the file
+    cannot be written."""
+    import grp
+    import os
+    import pwd
+
+    from agent.fsutil import atomic_write
+    from agent.profiles import DeviceFacts, ProfileError, bundled_profiles_dir, load_profiles, select_profile
+    from agent.service.unit import DEFAULT_UNIT_DIR, UNIT_NAME, UnitOptions, default_exec_path, render_unit
+
+    try:
+        profiles = load_profiles(bundled_profiles_dir(profiles_dir))
+        profile = select_profile(profiles, DeviceFacts.probe(), name).profile
+    except ProfileError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    options = UnitOptions(
+        exec_path=(exec_path or default_exec_path()).absolute(),
+        config=config.absolute(),
+        user=user,
+        group=user,
+        supplementary_groups=tuple(g.strip() for g in groups.split(",") if g.strip()),
+        watchdog_sec=watchdog_sec,
+    )
+    try:
+        text = render_unit(profile, options)
+    except ValueError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from exc
+    warnings: list[str] = []
+    if not options.exec_path.is_file():
+        warnings.append(f"{options.exec_path} does not exist here; pass --exec with the agent's path")
+    if options.exec_path.is_relative_to("/home") or options.exec_path.is_relative_to("/root"):
+        warnings.append(
+            f"{options.exec_path} is under a home directory, which ProtectHome=yes hides from the service: "
+            "install edgefleet under /opt or /usr/local, or pass --exec"
+        )
+    for group in options.supplementary_groups:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            warnings.append(
+                f"group '{group}' does not exist on this machine: the service would not start "
+                "(status 216/GROUP); pass --groups without it"
+            )
+    if dry_run:
+        typer.echo(text, nl=False)
+        for line in warnings:
+            _err(f"warning: {line}")
+        return
+    target = output or DEFAULT_UNIT_DIR / UNIT_NAME
+    if not target.parent.is_dir():
+        _err(f"error: {target.parent} is not a directory (install-service creates only the unit file)")
+        raise typer.Exit(2)
+    try:
+        atomic_write(target, text.encode())
+        os.chmod(target, 0o644)
+    except OSError as exc:
+        _err(f"error: cannot write {target}: {exc.strerror or exc}")
+        raise typer.Exit(1) from exc
+    for line in warnings:
+        _err(f"warning: {line}")
+    limits = profile.service
+    typer.echo(
+        f"wrote {target} for profile {profile.name} (MemoryMax={limits.memory_max_mb}M, "
+        f"CPUQuota={limits.cpu_quota_percent}%, WatchdogSec={watchdog_sec})"
+    )
+    steps = []
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        steps.append(
+            f"useradd --system --user-group --home-dir /var/lib/edgefleet --no-create-home "
+            f"--shell /usr/sbin/nologin --groups {','.join(options.supplementary_groups)} {user}"
+        )
+    if not options.config.exists():
+        steps.append(f"write {options.config} (docs/agent.md)")
+    steps += ["systemctl daemon-reload", "systemctl enable --now edgefleet-agent"]
+    if output is not None and target.resolve() != (DEFAULT_UNIT_DIR / UNIT_NAME).resolve():
+        steps.insert(0, f"copy {target} to {DEFAULT_UNIT_DIR / UNIT_NAME} on the device")
+    typer.echo("next, as root:\n" + "\n".join(f"  {step}" for step in steps))
+
+
 @app.command()
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="Agent config (YAML).")] = Path(
