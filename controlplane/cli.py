@@ -14,7 +14,7 @@ import typer
 from controlplane import server_cli
 from controlplane.broker.cli import broker_config
 from controlplane.commands import admin as admin_commands
-from controlplane.commands import artifacts, fleet, models, session
+from controlplane.commands import artifacts, fleet, models, rollouts, session
 
 app = typer.Typer(
     name="edgefleet",
@@ -37,6 +37,7 @@ app.add_typer(fleet.enroll_app, name="enroll-token")
 app.add_typer(models.models_app, name="models")
 app.add_typer(artifacts.workflows_app, name="workflows")
 app.add_typer(artifacts.thresholds_app, name="thresholds")
+app.add_typer(rollouts.rollout_app, name="rollout")
 app.add_typer(admin_commands.audit_app, name="audit")
 app.add_typer(admin_commands.tokens_app, name="tokens")
 app.add_typer(admin_commands.policies_app, name="policies")

@@ -389,6 +389,49 @@ class ControlPlaneClient:
     def list_threshold_assignments(self, name: str) -> list[Json]:
         return list(self.iter_pages(f"{API}/thresholds/{name}/assignments"))
 
+    # ---- rollouts ----------------------------------------------------------------------------
+
+    def create_rollout(self, spec: Mapping[str, Any]) -> Json:
+        """Start a rollout from its spec (docs/rollouts.md); returns the rollout with its cohorts."""
+        return self._post(f"{API}/rollouts", dict(spec))
+
+    def list_rollouts(
+        self,
+        *,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        all_pages: bool = False,
+    ) -> Listing:
+        params = {"state": state, "workflow": workflow, "limit": limit}
+        return self.listing(f"{API}/rollouts", params, all_pages=all_pages)
+
+    def get_rollout(self, rollout_id: str) -> Json:
+        """The rollout: spec, bundle, state, current step, cohorts, progress, latest analysis."""
+        return self._get(f"{API}/rollouts/{rollout_id}")
+
+    def rollout_decisions(self, rollout_id: str) -> list[Json]:
+        """Every decision of the rollout, oldest first (every page)."""
+        return list(self.iter_pages(f"{API}/rollouts/{rollout_id}/decisions"))
+
+    def pause_rollout(self, rollout_id: str, reason: str | None = None) -> Json:
+        return self._rollout_action(rollout_id, "pause", reason)
+
+    def resume_rollout(self, rollout_id: str, reason: str | None = None) -> Json:
+        return self._rollout_action(rollout_id, "resume", reason)
+
+    def promote_rollout(self, rollout_id: str, reason: str | None = None) -> Json:
+        """Promote the current step now: to the next step, or the whole rollout after the last."""
+        return self._rollout_action(rollout_id, "promote", reason)
+
+    def abort_rollout(self, rollout_id: str, reason: str) -> Json:
+        """Put every device of the target back on its baseline bundle."""
+        return self._rollout_action(rollout_id, "abort", reason)
+
+    def _rollout_action(self, rollout_id: str, action: str, reason: str | None) -> Json:
+        body = {"reason": reason} if reason is not None else {}
+        return self._post(f"{API}/rollouts/{rollout_id}/{action}", body)
+
     # ---- audit -------------------------------------------------------------------------------
 
     def list_audit(

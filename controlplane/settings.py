@@ -61,6 +61,11 @@ class ControlPlaneSettings(BaseSettings):
     mqtt_max_payload: int = Field(
         1024 * 1024, gt=0, description="Larger MQTT payloads are dropped and counted."
     )
+    rollout_tick_s: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds between rollout controller ticks; 0 turns the controller off in this process.",
+    )
     migrate_on_start: bool = Field(True, description="Apply database migrations when the service starts.")
     log_json: bool = Field(True, description="One JSON object per log line.")
 

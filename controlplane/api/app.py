@@ -1,7 +1,9 @@
 """The control plane's FastAPI application.
 
 ``create_app(settings)`` builds it; the lifespan opens the database (migrating it when
-``migrate_on_start``), loads or creates the artifact-signing key, and opens the artifact store.
+``migrate_on_start``), loads or creates the artifact-signing key, opens the artifact store, and
+starts the rollout controller's driver (``rollout_tick_s`` > 0; it ticks only while this process
+leads).
 Everything a request needs hangs off ``app.state.services``.
 """
 
@@ -20,7 +22,16 @@ from controlplane.api import problems
 from controlplane.api.deps import Services
 from controlplane.api.observability import BodyLimit, HttpMetrics, RequestObserver
 from controlplane.api.problems import problem_response
-from controlplane.api.routes import access, audit, devices, models, telemetry, thresholds, workflows
+from controlplane.api.routes import (
+    access,
+    audit,
+    devices,
+    models,
+    rollouts,
+    telemetry,
+    thresholds,
+    workflows,
+)
 from controlplane.artifacts import FileBlobStore
 from controlplane.settings import ControlPlaneSettings
 from controlplane.signing import SigningKey
@@ -67,9 +78,11 @@ def create_app(settings: ControlPlaneSettings | None = None) -> FastAPI:
             services.bridge = Bridge(settings, services.db, registry)
             services.bridge.start()
         app.state.services = services
+        services.start_rollout_driver()
         try:
             yield
         finally:
+            services.stop_rollout_driver()
             if services.bridge is not None:
                 services.bridge.stop()
             services.db.dispose()
@@ -88,7 +101,7 @@ def create_app(settings: ControlPlaneSettings | None = None) -> FastAPI:
             409, "a concurrent change got there first; read again and retry", type="conflict"
         )
 
-    for module in (devices, models, workflows, thresholds, telemetry, access, audit):
+    for module in (devices, models, workflows, thresholds, rollouts, telemetry, access, audit):
         app.include_router(module.router, responses=problems.PROBLEM_RESPONSES)
 
     app.state.metrics_registry = registry

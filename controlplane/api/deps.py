@@ -27,6 +27,8 @@ from controlplane.api.problems import Problem
 from controlplane.artifacts import BlobStore
 from controlplane.bridge.service import Bridge
 from controlplane.broker.ca import CertificateAuthority
+from controlplane.rollouts.controller import Clock, RolloutController
+from controlplane.rollouts.leader import ControllerDriver, leadership_for
 from controlplane.settings import ControlPlaneSettings
 from controlplane.signing import SigningKey
 from controlplane.store import Database, as_utc, utcnow
@@ -43,6 +45,7 @@ class Services:
     blobs: BlobStore
     signer: SigningKey
     bridge: Bridge | None = None
+    rollout_driver: ControllerDriver | None = None
 
     def refresh_desired(self, conn: Connection, device_ids: Iterable[str] | None = None) -> list[str]:
         """Recompute desired states in ``conn``'s transaction; returns the devices that changed."""
@@ -52,6 +55,27 @@ class Services:
         """After the commit: publish the new desired states (when the MQTT bridge runs)."""
         if self.bridge is not None:
             self.bridge.publish_desired(device_ids)
+
+    def rollout_controller(self, clock: Clock = utcnow) -> RolloutController:
+        """A controller that refreshes and publishes desired states through these services."""
+        return RolloutController(
+            self.db, refresh=self.refresh_desired, publish=self.publish_desired, clock=clock
+        )
+
+    def start_rollout_driver(self) -> None:
+        """Tick the rollout controller in the background while this process leads (when
+        ``rollout_tick_s`` > 0)."""
+        if self.settings.rollout_tick_s > 0 and self.rollout_driver is None:
+            leadership = leadership_for(self.db, self.settings.data_dir)
+            self.rollout_driver = ControllerDriver(
+                self.rollout_controller(), leadership, self.settings.rollout_tick_s
+            )
+            self.rollout_driver.start()
+
+    def stop_rollout_driver(self) -> None:
+        if self.rollout_driver is not None:
+            self.rollout_driver.stop()
+            self.rollout_driver = None
 
     def certificate_authority(self) -> CertificateAuthority:
         """The fleet's CA (``<data dir>/ca``), created on first use; it signs devices' CSRs."""

@@ -101,6 +101,10 @@ def _apply_telemetry(conn: Connection, device_id: str, record: sync_pb2.Telemetr
             "errors": wf.errors,
             "skipped": wf.skipped,
             "dropped_frames": wf.dropped_frames,
+            "shadow_compared": wf.shadow_compared,
+            "shadow_agreed": wf.shadow_agreed,
+            "shadow_scored": wf.shadow_scored,
+            "shadow_score_drift_sum": wf.shadow_score_drift_sum,
         }
         latency = _histogram(wf.latency_ms)
         nodes = {k: _histogram(v) for k, v in wf.node_latency_ms.items()}

@@ -167,6 +167,10 @@ workflow_assignments = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("assigned_at", Time, nullable=False),
     sa.Column("assigned_by", sa.String(128), nullable=False),
+    # Written by a rollout's promotion: {"rollout_id", "models": {name: version},
+    # "threshold_sets": {name: version}}. Honoured only while assigned_by is "rollout:<rollout_id>",
+    # so any later assignment of the row drops them.
+    sa.Column("pins", sa.JSON),
 )
 
 # The desired state last computed for each device (a serialized edgefleet.v1.DesiredState).
@@ -216,7 +220,14 @@ telemetry_minutes = sa.Table(
     sa.Column("latency_ms", sa.JSON, nullable=False),  # {bounds, counts, sum, count}
     sa.Column("node_latency_ms", sa.JSON, nullable=False),  # {node: histogram}
     sa.Column("model_latency_ms", sa.JSON, nullable=False),  # {model: histogram}
+    # Shadow runs (cohort "shadow"): frames compared with the active plan, same decision, frames
+    # with a score on both sides, and the sum of |candidate score - active score| over those.
+    sa.Column("shadow_compared", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("shadow_agreed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("shadow_scored", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("shadow_score_drift_sum", sa.Float, nullable=False, server_default="0"),
     sa.Index("ix_telemetry_minutes_minute", "minute"),
+    sa.Index("ix_telemetry_minutes_rollout", "rollout_id", "cohort", "minute"),
 )
 
 # The latest system metrics each device sent, per minute.
@@ -243,4 +254,48 @@ events = sa.Table(
     sa.Column("attributes", sa.JSON, nullable=False),
     sa.Column("thumbnail", sa.LargeBinary),
     sa.Index("ix_events_at", "at"),
+)
+
+# Canary rollouts (docs/rollouts.md). ``spec`` is the validated spec with defaults filled in;
+# ``bundle`` the resolved artifact set, ``bundle_bytes`` its canonical JSON (what is signed) and
+# ``bundle_manifest`` the signed release manifest (JSON bytes) of kind "bundle".
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),  # "r-" + 10 hex digits
+    sa.Column("workflow", sa.String(128), nullable=False),
+    sa.Column("target", sa.JSON, nullable=False),  # {"group"|"selector"|"devices": …}
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("bundle", sa.JSON, nullable=False),
+    sa.Column("bundle_bytes", sa.LargeBinary, nullable=False),
+    sa.Column("bundle_sha256", sa.String(64), nullable=False),
+    sa.Column("bundle_manifest", sa.LargeBinary, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # running | paused | promoted | aborted
+    sa.Column("step_index", sa.Integer, nullable=False),
+    sa.Column("step_started_at", Time, nullable=False),
+    sa.Column("paused_reason", sa.String(1024)),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(160), nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("finished_at", Time),
+    sa.Column("reason", sa.String(2048)),  # why it ended
+    sa.Column("analysis", sa.JSON),  # the latest analysis of the current step (also "wait")
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Index("ix_rollouts_state", "state", "workflow"),
+    sa.Index("ix_rollouts_created", "created_at", "id"),
+)
+
+# Every transition of a rollout, with the values, thresholds and samples behind it.
+rollout_decisions = sa.Table(
+    "rollout_decisions",
+    metadata,
+    sa.Column("rollout_id", sa.String(16), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("step_index", sa.Integer, nullable=False),
+    sa.Column("step", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # start | promote | abort | pause | resume
+    sa.Column("actor", sa.String(160), nullable=False),
+    sa.Column("reason", sa.String(2048), nullable=False),
+    sa.Column("criteria", sa.JSON, nullable=False),
 )

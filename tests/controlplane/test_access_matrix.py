@@ -52,6 +52,15 @@ RULES: dict[tuple[str, str], Any] = {
     ("GET", "/api/v1/workflows/{name}/versions/{version}/content"): artifact("workflows"),
     ("PUT", "/api/v1/workflows/{name}/assignments/{target_kind}/{target}"): ("workflows", "update"),
     ("GET", "/api/v1/workflows/{name}/assignments"): ("workflows", "read"),
+    ("POST", "/api/v1/workflows/{name}/runs"): ("workflows", "create"),
+    ("POST", "/api/v1/rollouts"): ("workflows", "update"),
+    ("GET", "/api/v1/rollouts"): ("workflows", "read"),
+    ("GET", "/api/v1/rollouts/{rollout_id}"): ("workflows", "read"),
+    ("GET", "/api/v1/rollouts/{rollout_id}/decisions"): ("workflows", "read"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/pause"): ("workflows", "update"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/resume"): ("workflows", "update"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/promote"): ("workflows", "update"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/abort"): ("workflows", "update"),
     ("POST", "/api/v1/thresholds/{name}/versions"): ("thresholds", "create"),
     ("GET", "/api/v1/thresholds"): ("thresholds", "read"),
     ("GET", "/api/v1/thresholds/{name}/versions/{version}"): ("thresholds", "read"),
@@ -78,6 +87,7 @@ RULES: dict[tuple[str, str], Any] = {
 }
 
 PARAMS = {
+    "rollout_id": "r-0123456789",
     "token_id": "0123456789abcdef",
     "device_id": "matrix-device",
     "name": "matrix",
