@@ -83,6 +83,9 @@ def create_app(settings: ControlPlaneSettings | None = None) -> FastAPI:
             yield
         finally:
             services.stop_rollout_driver()
+            dry_runner = getattr(app.state, "dry_runner", None)
+            if dry_runner is not None:  # created by the first dry run
+                dry_runner.close()
             if services.bridge is not None:
                 services.bridge.stop()
             services.db.dispose()
