@@ -12,6 +12,13 @@ The reconciler reaches the agent through ``compile_document``, ``activate_plan``
 workflow's plan is swapped between two frames; a new workflow gets its frame sources from the
 config binding that names its id, or none), ``retire_workflow`` and ``plans``.
 
+Every results line (``results_jsonl``) carries a ``lineage`` object: the workflow version, model
+sha256, threshold set and version, rollout id, cohort and bundle sha256 that produced it. The
+rollout layer (``agent.rollout``) reaches the services through ``warm_up`` (a candidate runs on
+the workflow's most recent real frames, with no effect), ``watch_plan`` (the health gate sees
+every run of the watched plan, on the run worker, so a rollback happens between two frames) and
+``run_shadow`` (a shadow plan runs each frame after the active run, on its own bounded queue).
+
 A managed agent also keeps telemetry (docs/sync.md, "Telemetry"): every run is counted by a
 :class:`agent.sync.telemetry.TelemetryCollector` under the lineage of the plan that ran it (kept
 per workflow, updated when a plan is swapped and after each apply), the collector appends a
@@ -22,6 +29,7 @@ to the control plane, deleting records only when the control plane acks them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,8 +37,8 @@ import signal
 import statistics
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -41,6 +49,7 @@ from agent.inference.backends import make_backends
 from agent.inference.runtime import ModelRuntime
 from agent.inference.store import ModelStore
 from agent.profiles import DeviceFacts, Profile, bundled_profiles_dir, load_profiles, select_profile
+from agent.rollout.slots import FrameGate, Origin, lineage_of
 from agent.sources.frames import FrameQueue
 from agent.sources.readers import Source, make_source
 from agent.thresholds import ThresholdStore
@@ -58,14 +67,19 @@ from protos import sync_pb2
 
 if TYPE_CHECKING:
     from agent.config import ResolvedSync
+    from agent.rollout.shadow import ShadowRunner
     from agent.sources.frames import Frame
     from agent.sync.mqtt import SyncClient
     from agent.sync.outbox import Outbox
-    from agent.sync.reconciler import HttpFetcher, Reconciler, ReconcileWorker
+    from agent.sync.reconciler import HttpFetcher, Reconciler
     from agent.sync.sender import OutboxSender
     from agent.sync.telemetry import Lineage, TelemetryCollector
+    from agent.sync.worker import ReconcileWorker
 
 log = logging.getLogger(__name__)
+
+RECENT_FRAMES = 8
+"""Frames each workflow keeps (the most recent ones) for warming a candidate up."""
 
 
 @dataclass
@@ -129,6 +143,13 @@ class WorkflowService:
         self.telemetry: TelemetryCollector | None = None
         """Counts every run (a managed agent's telemetry); ``None``: runs are not reported."""
         self._telemetry_failures = 0
+        self.recent: deque[Frame] = deque(maxlen=RECENT_FRAMES)
+        """The most recent frames the service ran (warm-up input for a candidate)."""
+        self._watch: tuple[Plan, Callable[[RunResult, float], object]] | None = None
+        self.frame_gate = FrameGate()
+        """Held by each frame while it runs; a switch of plan and thresholds waits for it."""
+        self.shadow: ShadowRunner | None = None
+        """A shadow plan fed every frame after the active run; ``None``: none."""
         self._started = False
         self._results = results
         self._results_lock = threading.Lock()
@@ -171,6 +192,17 @@ class WorkflowService:
             if self._current[0] is plan:
                 self._current = (plan, lineage)
 
+    def watch(self, plan: Plan, observer: Callable[[RunResult, float], object] | None) -> None:
+        """Hand every run of ``plan`` (result, seconds) to ``observer``, on the run worker,
+        before its next frame; ``None`` stops watching."""
+        self._watch = (plan, observer) if observer is not None else None
+
+    def set_shadow(self, runner: ShadowRunner | None) -> None:
+        """Feed ``runner`` from the next frame on (the previous runner is stopped)."""
+        old, self.shadow = self.shadow, runner
+        if old is not None:
+            old.stop()
+
     def start(self) -> None:
         self._started = True
         for worker in self._workers:
@@ -180,13 +212,18 @@ class WorkflowService:
 
     def _work(self) -> None:
         while (frame := self.queue.get()) is not None:
-            plan, lineage = self._current  # one plan per frame, even if a new one is swapped in meanwhile
-            started = time.perf_counter()
-            result = self.executor.run(plan, frame.document(self.binding.input_key))
-            seconds = time.perf_counter() - started
-            self.stats.record(result, seconds)
-            if self.telemetry is not None:
-                self._report(self.telemetry, result, plan, lineage, seconds, frame)
+            with self.frame_gate.frame():  # a switch waits for this frame, or this frame for it
+                plan, lineage = self._current  # one plan per frame, even if one is swapped in meanwhile
+                self.recent.append(frame)
+                document = frame.document(self.binding.input_key)
+                started = time.perf_counter()
+                result = self.executor.run(plan, document)
+                seconds = time.perf_counter() - started
+                self.stats.record(result, seconds)
+                if self.telemetry is not None:
+                    self._report(self.telemetry, result, plan, lineage, seconds, frame)
+                if self._results is not None:
+                    self._write_result(frame, plan, lineage, result)
             if result.error is not None:
                 log.warning(
                     "workflow %s frame %s#%d failed at %s: %s",
@@ -196,12 +233,28 @@ class WorkflowService:
                     result.error.node,
                     result.error.message,
                 )
-            if self._results is not None:
-                line = json.dumps(
-                    {"frame": frame.document()["frame"], **result.to_dict()}, default=json_default
-                )
-                with self._results_lock:
-                    self._results.write(line + "\n")
+            watch = self._watch
+            if watch is not None and watch[0] is plan:
+                try:
+                    watch[1](result, seconds)
+                except Exception:  # the gate is a guard: its failure must not stop runs
+                    log.exception("workflow %s: the health gate failed", plan.workflow_id)
+            shadow = self.shadow
+            if shadow is not None:
+                shadow.offer(document, plan, result)
+
+    def _write_result(self, frame: Frame, plan: Plan, lineage: Lineage | None, result: RunResult) -> None:
+        from agent.sync.telemetry import Lineage, result_lineage
+
+        stamp = result_lineage(lineage or Lineage(plan.workflow_id, plan.version), result)
+        line = json.dumps(
+            {"frame": frame.document()["frame"], **result.to_dict(), "lineage": stamp.to_dict()},
+            default=json_default,
+        )
+        results = self._results
+        if results is not None:
+            with self._results_lock:
+                results.write(line + "\n")
 
     def _report(
         self,
@@ -240,7 +293,8 @@ class WorkflowService:
         return all(not source.is_alive() for source in self.sources)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the sources, run what is queued, then stop the workers."""
+        """Stop the sources, run what is queued, then stop the workers (and the shadow)."""
+        self.set_shadow(None)
         if not self._started:
             self.queue.close()
             return
@@ -277,6 +331,7 @@ class Agent:
         self._services_lock = threading.RLock()
         self._compile_options: CompileOptions | None = None
         self._waiting_bindings: dict[str, WorkflowBinding] = {}
+        self._origins: dict[str, tuple[Plan, Origin]] = {}
         self._running = False
         self.started_at: float | None = None
 
@@ -331,10 +386,15 @@ class Agent:
             plans.append((plan, binding))
         if settings.results_jsonl is not None:
             settings.results_jsonl.parent.mkdir(parents=True, exist_ok=True)
-            self._results = settings.results_jsonl.open("a", encoding="utf-8")
+            # line-buffered: each result is written when it is made, so a crash or a kill loses none
+            self._results = settings.results_jsonl.open("a", encoding="utf-8", buffering=1)
         self.services = [
             WorkflowService(plan, binding, self.executor, self._results) for plan, binding in plans
         ]
+        for service in self.services:
+            lineage = self._lineage_or_none(service.plan)
+            if lineage is not None:
+                service.set_lineage(service.plan, lineage)
         if settings.sync is not None:
             self.sync = AgentSync.create(self, settings)
             self.telemetry = self.sync.telemetry
@@ -358,11 +418,33 @@ class Agent:
             raise RuntimeError("the agent is not started")
         return self.runtime.store
 
-    def compile_document(self, document: Mapping[str, Any]) -> Plan:
-        """Compile a workflow graph against this agent's runtime and live thresholds."""
+    def compile_document(
+        self,
+        document: Mapping[str, Any],
+        *,
+        model_versions: Mapping[str, str] | None = None,
+        thresholds: ThresholdStore | None = None,
+        side_effects: bool = True,
+    ) -> Plan:
+        """Compile a workflow graph against this agent's runtime and live thresholds.
+
+        ``model_versions`` pins the model version of every ``model_inference`` node that names
+        none (instead of the newest installed); ``thresholds`` replaces the live store (a shadow
+        plan's private view); without ``side_effects`` its ``emit`` nodes emit nothing."""
+        from agent.nodes.emit import SIDE_EFFECTS_RESOURCE
+        from agent.nodes.inference import MODEL_VERSIONS_RESOURCE
+        from agent.nodes.threshold import THRESHOLDS_RESOURCE
+
         if self._compile_options is None:
             raise RuntimeError("the agent is not started")
-        return compile_workflow(dict(document), self._compile_options)
+        options = self._compile_options
+        resources = dict(options.resources or {})
+        if model_versions is not None:
+            resources[MODEL_VERSIONS_RESOURCE] = dict(model_versions)
+        if thresholds is not None:
+            resources[THRESHOLDS_RESOURCE] = thresholds
+        resources[SIDE_EFFECTS_RESOURCE] = side_effects
+        return compile_workflow(dict(document), dataclasses.replace(options, resources=resources))
 
     def plans(self) -> dict[str, Plan]:
         with self._services_lock:
@@ -372,15 +454,24 @@ class Agent:
         with self._services_lock:
             return next((s for s in self.services if s.plan.workflow_id == workflow_id), None)
 
-    def activate_plan(self, plan: Plan) -> None:
+    def activate_plan(self, plan: Plan, origin: Origin | None = None) -> None:
         """Run ``plan``: a running workflow of that id has its plan swapped between two frames; a
         new one gets a service fed by the config binding that names its id (none: no sources,
-        it runs when asked, e.g. through the device API)."""
-        lineage = self._lineage_or_none(plan)
+        it runs when asked, e.g. through the device API). ``origin`` says which rollout, cohort
+        and bundle the plan's results belong to; the plan already running only takes it."""
         with self._services_lock:
+            if origin is not None:
+                self._origins[plan.workflow_id] = (plan, origin)
+            else:
+                self._origins.pop(plan.workflow_id, None)
+            lineage = self._lineage_or_none(plan)
             service = self.service(plan.workflow_id)
             if service is not None:
-                service.replace_plan(plan, lineage)
+                if service.plan is plan:
+                    if lineage is not None:
+                        service.set_lineage(plan, lineage)
+                else:
+                    service.replace_plan(plan, lineage)
                 return
             if self.executor is None:
                 raise RuntimeError("the agent is not started")
@@ -388,39 +479,79 @@ class Agent:
                 workflow=plan.workflow_id
             )
             service = WorkflowService(plan, binding, self.executor, self._results)
+            if lineage is not None:
+                service.set_lineage(plan, lineage)
             self._attach_telemetry(service, lineage)
             self.services.append(service)
             if self._running:
                 service.start()
 
+    def warm_up(self, plan: Plan, frames: int) -> list[tuple[RunResult, float]]:
+        """Run ``plan`` ``frames`` times on its workflow's most recent real frames (cycling
+        through them), on the calling thread: no results line, no telemetry, no event. Empty when
+        the workflow has run no frame yet."""
+        service = self.service(plan.workflow_id)
+        recent = list(service.recent) if service is not None else []
+        if not recent or self.executor is None:
+            return []
+        assert service is not None
+        documents = [frame.document(service.binding.input_key) for frame in recent[::-1]]
+        results = []
+        for index in range(frames):
+            started = time.perf_counter()
+            result = self.executor.run(plan, documents[index % len(documents)])
+            results.append((result, time.perf_counter() - started))
+        return results
+
+    @contextlib.contextmanager
+    def between_frames(self, workflow_ids: Iterable[str]) -> Iterator[None]:
+        """While inside, no frame of these workflows runs: the frames in flight have finished and
+        the next ones wait (plans and thresholds change together)."""
+        with contextlib.ExitStack() as stack:
+            for workflow_id in sorted(set(workflow_ids)):
+                service = self.service(workflow_id)
+                if service is not None:
+                    stack.enter_context(service.frame_gate.between_frames())
+            yield
+
+    def watch_plan(
+        self, workflow_id: str, plan: Plan, observer: Callable[[RunResult, float], object] | None
+    ) -> None:
+        """Hand every run of ``plan`` to ``observer`` (the health gate); ``None``: stop."""
+        service = self.service(workflow_id)
+        if service is not None:
+            service.watch(plan, observer)
+
+    def run_shadow(self, workflow_id: str, plan: Plan | None, lineage: Lineage | None) -> None:
+        """Run ``plan`` beside the workflow's active plan on every frame, counted under
+        ``lineage`` (cohort ``shadow``); ``None``: stop the shadow."""
+        from agent.rollout.shadow import ShadowRunner
+
+        service = self.service(workflow_id)
+        if service is None:
+            if plan is not None:
+                log.warning("shadow of '%s': the workflow does not run here; the shadow waits", workflow_id)
+            return
+        runner = None
+        if plan is not None and lineage is not None and self.executor is not None:
+            runner = ShadowRunner(plan, lineage, self.executor, telemetry=self.telemetry)
+        service.set_shadow(runner)
+
     # ---- telemetry ------------------------------------------------------------------------------
 
     def lineage_for(self, plan: Plan) -> Lineage:
         """What ``plan``'s results come from: workflow version, model sha256 and threshold set from
-        the plan itself (its threshold set at the live version); rollout id and cohort from what
-        the reconciler applied for this workflow version (empty outside a rollout, and for a
+        the plan itself (its threshold set at the live version); rollout id, cohort and bundle
+        from the origin the reconciler activated it with (empty outside a rollout, and for a
         plan compiled from the config)."""
-        from agent.sync.telemetry import plan_lineage
-
-        lineage = plan_lineage(plan, self.thresholds)
-        sync = self.sync
-        applied = sync.reconciler.state.workflows.get(plan.workflow_id) if sync is not None else None
-        if applied is None or applied.version != plan.version:
-            return lineage
-        lineage = dataclasses.replace(lineage, rollout_id=applied.rollout_id, cohort=applied.role)
-        if not lineage.threshold_set and applied.thresholds:
-            name = sorted(applied.thresholds)[0]
-            lineage = dataclasses.replace(
-                lineage, threshold_set=name, threshold_version=applied.thresholds[name]
-            )
-        return lineage
+        entry = self._origins.get(plan.workflow_id)
+        origin = entry[1] if entry is not None and entry[0] is plan else None
+        return lineage_of(plan, self.thresholds, origin)
 
     def _lineage_or_none(self, plan: Plan) -> Lineage | None:
-        if self.telemetry is None:
-            return None
         try:
             return self.lineage_for(plan)
-        except Exception:  # lineage is telemetry: it must never keep a plan from running
+        except Exception:  # lineage is a stamp: it must never keep a plan from running
             log.exception("workflow %s: cannot work out the plan's lineage", plan.workflow_id)
             return None
 
@@ -559,7 +690,7 @@ class AgentSync:
         sender: OutboxSender | None = None,
         on_reported: Callable[[], object] | None = None,
     ) -> None:
-        from agent.sync.reconciler import ReconcileWorker
+        from agent.sync.worker import ReconcileWorker
 
         self.resolved = resolved
         self.client = client
@@ -571,6 +702,8 @@ class AgentSync:
         self.on_reported = on_reported
         self.worker: ReconcileWorker = ReconcileWorker(reconciler, self._publish_reported)
         reconciler.on_applying = client.publish_reported
+        reconciler.on_changed = self._publish_reported
+        reconciler.telemetry = telemetry
         client.on_desired(self.worker.submit)
         self._stopped = False
         self._closed = False
@@ -693,6 +826,7 @@ class AgentSync:
         if self._closed:
             return
         self._closed = True
+        self.reconciler.close()  # a clean stop: no crash is blamed on a candidate at the next start
         if self.telemetry is not None:
             self.telemetry.stop(flush=True)
         if self.outbox is not None:

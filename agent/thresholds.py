@@ -42,9 +42,12 @@ class ThresholdStore:
     def get(self, name: str) -> ThresholdSet | None:
         return self._sets.get(name)
 
-    def put(self, name: str, values: Mapping[str, float], version: int | None = None) -> ThresholdSet:
+    def put(
+        self, name: str, values: Mapping[str, float], version: int | None = None, *, rollback: bool = False
+    ) -> ThresholdSet:
         """Replace set ``name``. ``version`` defaults to one more than the current one; an
-        older version than the current one is refused (a late, stale update)."""
+        older version than the current one is refused (a late, stale update) unless
+        ``rollback`` (going back to a set that ran before, e.g. a canary's slot A)."""
         for key, value in values.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"threshold '{name}.{key}' must be a finite number, got {value!r}")
@@ -53,7 +56,7 @@ class ThresholdStore:
             newest = current.version if current else 0
             if version is None:
                 version = newest + 1
-            elif version < newest:
+            elif version < newest and not rollback:
                 raise ValueError(
                     f"threshold set '{name}' is at version {newest}; refusing older version {version}"
                 )

@@ -1,4 +1,9 @@
-"""``emit``: hand an event to the run's event sink (and the run result)."""
+"""``emit``: hand an event to the run's event sink (and the run result).
+
+A plan compiled with the ``side_effects`` resource set to ``False`` (a shadow candidate, which
+must never act) still builds the event as the node's output, but emits nothing: no event in the
+run result, nothing to the sink.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.workflow.config_types import TemplateValue
 from agent.workflow.context import Event, RunContext
-from agent.workflow.node import Node
+from agent.workflow.node import Node, NodeSetup
+
+SIDE_EFFECTS_RESOURCE = "side_effects"
+"""Compile resource: ``False`` makes ``emit`` nodes build their event without emitting it."""
 
 
 class EmitConfig(BaseModel):
@@ -29,6 +37,11 @@ class Emit(Node[EmitConfig]):
     config_model = EmitConfig
     summary = "Emits an event (type, severity, payload) to the run's event sink."
 
+    def __init__(self, config: EmitConfig, setup: NodeSetup) -> None:
+        super().__init__(config, setup)
+        self.emits = bool(setup.resources.get(SIDE_EFFECTS_RESOURCE, True))
+        """False: the event is the node's output only (a plan without side effects)."""
+
     def run(self, ctx: RunContext) -> Event:
         event: dict[str, Any] = {
             "type": self.config.event,
@@ -39,5 +52,6 @@ class Emit(Node[EmitConfig]):
             "time": time.time(),
             "payload": self.config.payload.render(ctx),
         }
-        ctx.emit(event)
+        if self.emits:
+            ctx.emit(event)
         return event

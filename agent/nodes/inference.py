@@ -9,7 +9,10 @@ The design brief's node, unchanged::
 ``input_mapping`` maps each model input name to a JSONPath; every input must be mapped. Arrays
 (from image nodes) must have the input's dtype; JSON values (numbers, strings, lists) are
 converted to it. The output is ``{output name: array}`` for one sample (the batch axis
-removed). Concurrent runs are coalesced into batches by the model's dynamic batcher
+removed). Without ``version`` the node runs the version the compile pins for ``model_id`` (the
+``model_versions`` resource: a workflow delivered by the control plane runs exactly the model
+versions its assignment names), else the newest installed (a workflow from a config file).
+Concurrent runs are coalesced into batches by the model's dynamic batcher
 (``max_batch`` / ``max_wait_ms`` come from the device profile). The model is loaded when the
 workflow is compiled, so the first frame does not pay for it. Outputs holding NaN or Inf fail
 the node, naming the model and output.
@@ -30,13 +33,18 @@ if TYPE_CHECKING:
     from agent.inference.runtime import ModelRuntime, ServedModel
 
 MODELS_RESOURCE = "models"
+MODEL_VERSIONS_RESOURCE = "model_versions"
+"""Compile resource: ``{model_id: version}`` pinned for nodes that name no ``version``."""
 
 
 class ModelInferenceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model_id: str = Field(description="Model name in the device's model store.")
-    version: str | None = Field(None, description="Model version; the newest installed when unset.")
+    version: str | None = Field(
+        None,
+        description="Model version; when unset, the version the assignment pins, else the newest installed.",
+    )
     input_mapping: dict[str, JsonPath] = Field(description="Model input name → JSONPath of its value.")
     outputs: list[str] | None = Field(None, description="Outputs to keep; all when unset.")
     timeout_s: float = Field(30.0, gt=0, description="Longest wait for a batch slot and the model call.")
@@ -56,8 +64,10 @@ class ModelInference(Node[ModelInferenceConfig]):
         runtime: ModelRuntime | None = setup.resources.get(MODELS_RESOURCE)
         if runtime is None:
             raise ConfigError("model_id", "no model store is configured on this host")
+        pinned = setup.resources.get(MODEL_VERSIONS_RESOURCE) or {}
+        version = config.version if config.version is not None else pinned.get(config.model_id)
         try:
-            self.served: ServedModel = runtime.get(config.model_id, config.version)
+            self.served: ServedModel = runtime.get(config.model_id, version)
         except ModelNotFound as exc:
             raise ConfigError("model_id", str(exc)) from exc
         except InferenceError as exc:

@@ -75,6 +75,7 @@ __all__ = [
     "make_thumbnail",
     "parse_tegrastats",
     "plan_lineage",
+    "result_lineage",
     "run_outcome",
 ]
 
@@ -147,6 +148,22 @@ class Lineage:
     threshold_version: int = 0
     rollout_id: str = ""
     cohort: str = ""
+    bundle_sha256: str = ""
+    """The rollout bundle the plan came from (not in ``sync_pb2.Lineage``: results lines carry it,
+    and it keeps a bundle's counts apart from another's of the same rollout)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, for a results line."""
+        return {
+            "workflow_id": self.workflow_id,
+            "workflow_version": self.workflow_version,
+            "model_sha256": self.model_sha256,
+            "threshold_set": self.threshold_set,
+            "threshold_version": self.threshold_version,
+            "rollout_id": self.rollout_id,
+            "cohort": self.cohort,
+            "bundle_sha256": self.bundle_sha256,
+        }
 
     def to_proto(self, out: sync_pb2.Lineage | None = None) -> sync_pb2.Lineage:
         message = out if out is not None else sync_pb2.Lineage()
@@ -188,6 +205,12 @@ def plan_lineage(plan: Plan, thresholds: ThresholdStore | None = None) -> Lineag
         threshold_set=threshold_set,
         threshold_version=live.version if live is not None else 0,
     )
+
+
+def result_lineage(lineage: Lineage, result: RunResult) -> Lineage:
+    """``lineage`` as it produced ``result``: with the threshold set and version that decided it."""
+    _, _, decided = run_outcome(result)
+    return _with_threshold(lineage, decided) if decided is not None else lineage
 
 
 def run_outcome(result: RunResult) -> tuple[Outcome, str | None, Mapping[str, Any] | None]:
@@ -488,6 +511,10 @@ class _Window:
     nodes: dict[str, Histogram] = field(default_factory=dict)
     models: dict[str, Histogram] = field(default_factory=dict)
     batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BOUNDS))
+    shadow_compared: int = 0
+    shadow_agreed: int = 0
+    shadow_scored: int = 0
+    shadow_score_drift_sum: float = 0.0
 
     def to_proto(self, out: sync_pb2.WorkflowTelemetry) -> None:
         out.workflow_id = self.lineage.workflow_id
@@ -505,6 +532,10 @@ class _Window:
             histogram.to_proto(out.model_latency_ms[model])
         if self.batch_size.count:
             self.batch_size.to_proto(out.batch_size)
+        out.shadow_compared = self.shadow_compared
+        out.shadow_agreed = self.shadow_agreed
+        out.shadow_scored = self.shadow_scored
+        out.shadow_score_drift_sum = self.shadow_score_drift_sum
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +554,8 @@ class _PendingEvent:
     message: str
     attributes: dict[str, Any]
     image: Any = None
+    kind: str = "part_rejected"
+    severity: str = "warning"
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,13 +662,15 @@ class TelemetryCollector:
         seconds: float | None = None,
         image: Any = None,
         frame: Mapping[str, Any] | None = None,
+        events: bool = True,
     ) -> Outcome:
         """Count one finished run of ``plan`` (which produced ``result``) under ``lineage``.
 
         ``seconds`` is the run's latency as the caller measured it (default: the executor's
         ``duration_s``); ``image`` the frame it ran on (for a reject's thumbnail) and ``frame``
-        the frame's facts (source, seq, timestamp), added to a reject's attributes. Cheap and
-        never blocks on I/O; returns the outcome."""
+        the frame's facts (source, seq, timestamp), added to a reject's attributes. Without
+        ``events`` (a shadow run) a reject is counted but makes no ``part_rejected`` event. Cheap
+        and never blocks on I/O; returns the outcome."""
         outcome, node_id, decided = run_outcome(result)
         if decided is not None:
             lineage = _with_threshold(lineage, decided)
@@ -667,9 +702,51 @@ class TelemetryCollector:
                         histogram = window.models[model_node.model] = Histogram()
                     histogram.add(model_run.duration_s * 1000.0)
             self._runs += 1
-            if outcome == "failed":
+            if outcome == "failed" and events:
                 self._queue_reject(result, lineage, node_id, decided, image, frame)
         return outcome
+
+    def record_comparison(self, lineage: Lineage, *, agreed: bool, drift: float | None) -> None:
+        """Count a shadow run compared with the active run of the same frame: whether their
+        decisions agreed, and ``|candidate score - active score|`` when both had a score."""
+        with self._lock:
+            window = self._window(lineage)
+            window.shadow_compared += 1
+            window.shadow_agreed += agreed
+            if drift is not None and math.isfinite(drift):
+                window.shadow_scored += 1
+                window.shadow_score_drift_sum += drift
+
+    def count_dropped(self, lineage: Lineage, frames: int = 1) -> None:
+        """Count frames dropped before ``lineage``'s plan could run them (a shadow behind)."""
+        with self._lock:
+            window = self._window(lineage)
+            window.dropped_frames += frames
+
+    def add_event(
+        self,
+        kind: str,
+        *,
+        severity: str,
+        lineage: Lineage,
+        message: str,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue an event other than a reject (``rollback``, …) for the outbox; never capped."""
+        with self._lock:
+            self._events.append(
+                _PendingEvent(
+                    at=self._clock(),
+                    workflow_id=lineage.workflow_id,
+                    run_id="",
+                    lineage=lineage,
+                    message=message,
+                    attributes=dict(attributes or {}),
+                    kind=kind,
+                    severity=severity,
+                )
+            )
+        self._wake.set()
 
     def note_record_error(self) -> None:
         """Count a run the caller could not hand over (its :meth:`record_run` raised)."""
@@ -841,8 +918,8 @@ class TelemetryCollector:
             events = []
             for item in pending:
                 event = sync_pb2.Event(
-                    kind="part_rejected",
-                    severity="warning",
+                    kind=item.kind,
+                    severity=item.severity,
                     workflow_id=item.workflow_id,
                     run_id=item.run_id,
                     message=item.message,
@@ -974,7 +1051,7 @@ def _with_threshold(lineage: Lineage, decided: Mapping[str, Any]) -> Lineage:
     return replace(lineage, threshold_set=name, threshold_version=version)
 
 
-def _lineage_order(lineage: Lineage) -> tuple[str, int, str, str, int, str, str]:
+def _lineage_order(lineage: Lineage) -> tuple[str, int, str, str, int, str, str, str]:
     return (
         lineage.workflow_id,
         lineage.workflow_version,
@@ -983,6 +1060,7 @@ def _lineage_order(lineage: Lineage) -> tuple[str, int, str, str, int, str, str]
         lineage.threshold_version,
         lineage.rollout_id,
         lineage.cohort,
+        lineage.bundle_sha256,
     )
 
 

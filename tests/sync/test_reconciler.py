@@ -227,6 +227,9 @@ def test_refused_artifacts_are_reported_precisely_and_the_previous_workflow_keep
         "expired manifest",
         "expired at",
     )
+    # version 1 is older than the newest installed; going back to it is a rollback only while that
+    # very file is still in the store (tests/rollout cover that case): without it, a downgrade
+    agent.model_store.remove(WORKFLOW_ID, "1")
     refused(
         5,
         fleet.desired(5, model_version=1),
@@ -274,7 +277,7 @@ def test_refused_artifacts_are_reported_precisely_and_the_previous_workflow_keep
         "workflow 'order_check' version 1: compile error:",
         "order_schema_v1",
     )
-    assert agent.model_store.versions(WORKFLOW_ID) == ["1", "2", "3"]  # verified, installed, not yet run
+    assert agent.model_store.versions(WORKFLOW_ID) == ["2", "3"]  # verified, installed, not yet run
     assert agent.service("order_check") is None
 
     # the fix arrives: converged on version 3
