@@ -1,7 +1,8 @@
 """``edgefleet``: the operator's command line.
 
-``edgefleet demo`` runs edgefleet end to end on one machine (see ``controlplane.demo``); it
-grows into the fleet demo as the control plane lands.
+``edgefleet demo`` runs a whole fleet on one machine and rolls out two models through it (see
+``controlplane.demo``); ``edgefleet demo --local`` runs the engine and one station without a
+control plane.
 """
 
 from __future__ import annotations
@@ -57,19 +58,47 @@ def _root(
 
 @app.command()
 def demo(
-    examples: Annotated[
-        Path, typer.Option(help="Examples directory (workflows/, inputs/, agent/, models/).")
-    ] = Path("examples"),
+    agents: Annotated[int, typer.Option(min=1, max=20, help="Camera stations (agents) in the fleet.")] = 6,
+    fps: Annotated[
+        float, typer.Option(min=0.5, max=30, help="Frames per second of each station's camera.")
+    ] = 4.0,
+    defect_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of defective parts on the stations' line.")
+    ] = 0.7,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Leave the control plane, broker and stations running until Ctrl-C."),
+    ] = False,
     workdir: Annotated[
-        Path, typer.Option(help="Where the demo writes frames, the model store and results.")
+        Path, typer.Option(help="Work directory; the fleet demo uses WORKDIR/fleet, wiped at every run.")
     ] = Path(".edgefleet-demo"),
-    frames: Annotated[int, typer.Option(help="Synthetic frames to inspect.")] = 200,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="Instead: the workflow engine on the examples, the brief's order_processing and one "
+            "inspection station, with no control plane (WORKDIR/local).",
+        ),
+    ] = False,
+    examples: Annotated[Path, typer.Option(help="--local: examples directory.")] = Path("examples"),
+    frames: Annotated[int, typer.Option(help="--local: synthetic frames to inspect.")] = 200,
 ) -> None:
-    """Run edgefleet end to end on this machine: the workflow engine on the examples, the brief's
-    order_processing on its pricing model, and surface inspection of synthetic frames by the agent."""
-    from controlplane.demo import run_demo
+    """Run an edgefleet fleet on this machine: a control plane, a Mosquitto broker and AGENTS camera
+    stations; model v1 everywhere, then a canary rollout of v2 (promoted) and one of v3 (aborted at
+    canary, rolled back). Exits 0 only when v2 was promoted and v3 aborted."""
+    if local:
+        from controlplane.demo.station import run_demo
 
-    raise typer.Exit(run_demo(examples, workdir, frames))
+        raise typer.Exit(run_demo(examples, workdir / "local", frames))
+    from controlplane.demo.story import StoryOptions, run_story
+
+    options = StoryOptions(workdir / "fleet", agents=agents, fps=fps, defect_rate=defect_rate, keep=keep)
+    try:
+        code = run_story(options)
+    except KeyboardInterrupt:
+        typer.echo("edgefleet demo: interrupted; everything it started is stopped", err=True)
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -103,6 +103,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         [
             str(bin_dir / "edgefleet"),
             "demo",
+            "--local",
             "--examples",
             str(EXAMPLES),
             "--workdir",
@@ -122,13 +123,13 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "defects caught",
     ):
         assert name in done.stdout
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 40
+    assert len((tmp_path / "local" / "results.jsonl").read_text().splitlines()) == 40
 
 
 def test_demo_engine_part_runs_every_example_with_inputs() -> None:
     from rich.console import Console
 
-    from controlplane.demo import engine_examples
+    from controlplane.demo.station import engine_examples
 
     console = Console(record=True, width=200)
     assert engine_examples(console, EXAMPLES) == 0

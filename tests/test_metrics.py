@@ -156,7 +156,8 @@ def exposed_names(text: str) -> set[str]:
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split()
-            suffixes = {"histogram": ("_bucket", "_count", "_sum")}.get(kind, ("",))  # counters: named ..._total
+            # a counter's TYPE line already names it ..._total
+            suffixes = {"histogram": ("_bucket", "_count", "_sum")}.get(kind, ("",))
             names.update(name + suffix for suffix in suffixes)
     return names
 

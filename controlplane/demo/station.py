@@ -1,4 +1,4 @@
-"""``edgefleet demo``: the product end to end on one machine.
+"""``edgefleet demo --local``: the agent on its own, with no control plane.
 
 1. The workflow engine: each example workflow that has sample inputs, run in-process.
 2. The design brief's ``order_processing``: its pricing model installed on a device's model
@@ -7,6 +7,7 @@
    reference model; throughput, latency and how many defects were caught.
 
 Steps 2 and 3 drive the agent through its command line, as an operator would on a device.
+Everything lands in the work directory given (``.edgefleet-demo/local`` from the CLI).
 """
 
 from __future__ import annotations
