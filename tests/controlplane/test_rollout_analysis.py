@@ -16,13 +16,10 @@ from controlplane.rollouts.analysis import (
     Criterion,
     DeviceHealth,
     Verdict,
-    binomial_tail,
     cohort_stats,
     evaluate,
-    histogram_quantile,
-    merge_latency,
-    two_proportion_test,
 )
+from controlplane.rollouts.stats import binomial_tail, histogram_quantile, merge_latency, two_proportion_test
 from controlplane.store import Database, migrate
 from controlplane.store.schema import telemetry_minutes
 
