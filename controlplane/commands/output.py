@@ -48,7 +48,7 @@ def field(key: str) -> Callable[[Mapping[str, Any]], Any]:
     return lambda item: item.get(key)
 
 
-def _console() -> Console:
+def console() -> Console:
     """stdout; when it is not a terminal (a pipe, a file) 160 columns unless COLUMNS says otherwise."""
     from rich.console import Console
 
@@ -66,7 +66,7 @@ def print_table(columns: Sequence[Column], items: Sequence[Mapping[str, Any]], *
         table.add_column(header, overflow="fold", no_wrap=index == 0)  # ids stay whole: copy them
     for item in items:
         table.add_row(*(text(get(item)) for _, get in columns))
-    _console().print(table)
+    console().print(table)
 
 
 def print_record(document: Mapping[str, Any], keys: Sequence[str] | None = None) -> None:
@@ -79,7 +79,7 @@ def print_record(document: Mapping[str, Any], keys: Sequence[str] | None = None)
     for key in keys or list(document):
         if key in document:
             grid.add_row(key, text(document[key]))
-    _console().print(grid)
+    console().print(grid)
 
 
 def print_list(

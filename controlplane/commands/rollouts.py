@@ -301,7 +301,7 @@ def render_decisions(decisions: Sequence[Mapping[str, Any]]) -> RenderableType:
 
 
 def _print(renderable: RenderableType) -> None:
-    output._console().print(renderable)
+    output.console().print(renderable)
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def _watch(ctx: typer.Context, fetch: Callable[[], Json], interval: float) -> Js
         return final
     from rich.live import Live
 
-    with Live(console=output._console(), auto_refresh=False) as live:
+    with Live(console=output.console(), auto_refresh=False) as live:
         return watch(fetch, lambda r: live.update(render_rollout(r), refresh=True), interval=interval)
 
 
