@@ -25,6 +25,9 @@ Example::
       mqtt_host: mqtt.example.com
       mqtt_tls: true
       mqtt_ca_file: /etc/edgefleet/ca.pem
+    device_api: {socket_path: null}   # the local gRPC API (docs/device-api.md); default on
+    metrics: {host: 127.0.0.1, port: 9464}   # Prometheus /metrics (docs/metrics.md); default on
+    watchdog: {max_run_s: 60}     # systemd's watchdog (docs/service.md)
 
 A workflow binding may name a workflow by id instead of by file (``workflow: surface_inspection``):
 its sources start when the control plane delivers that workflow.
@@ -41,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.device_api.settings import DeviceApiSettings
 from agent.sources.readers import CaptureSourceSpec, FolderSourceSpec, SyntheticSourceSpec
 from agent.workflow.spec import read_document
 
@@ -127,6 +131,28 @@ class SyncSettings(BaseModel):
         return self
 
 
+class MetricsSettings(BaseModel):
+    """The Prometheus endpoint (docs/metrics.md): ``http://host:port/metrics``."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="Serve /metrics.")
+    host: str = Field("127.0.0.1", description="Address to listen on; localhost unless opened on purpose.")
+    port: int = Field(9464, ge=0, le=65535, description="0: any free port (the log says which).")
+
+
+class WatchdogSettings(BaseModel):
+    """When systemd's watchdog counts the agent as stuck (docs/service.md, "The watchdog").
+    Used only when systemd asks for pings (``WatchdogSec=`` in the unit)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_run_s: float = Field(
+        60.0, gt=0, description="One run longer than this makes its worker count as stuck."
+    )
+    max_loop_silence_s: float = Field(
+        10.0, gt=0, description="The main loop silent longer than this counts as stuck."
+    )
+
+
 class Credentials(BaseModel):
     """What ``edgefleet-agent enroll`` stores (mode 0600): the device's identity at the control plane."""
 
@@ -198,6 +224,11 @@ class AgentSettings(BaseSettings):
         None, description="Append one line per run here (for audits and demos)."
     )
     sync: SyncSettings | None = Field(None, description="Managed by a control plane (docs/sync.md).")
+    device_api: DeviceApiSettings = Field(
+        default_factory=DeviceApiSettings, description="The local gRPC API (docs/device-api.md)."
+    )
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     config_dir: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -220,6 +251,7 @@ class AgentSettings(BaseSettings):
             for source in binding.sources:
                 if isinstance(source, FolderSourceSpec):
                     source.path = fix(source.path)
+        self.device_api = self.device_api.resolve(base)
         if self.sync is not None:
             sync = self.sync
             sync.credentials_file = fix(sync.credentials_file) if sync.credentials_file else None

@@ -25,33 +25,46 @@ per workflow, updated when a plan is swapped and after each apply), the collecto
 ``TelemetryRecord`` per interval and a ``part_rejected`` event per reject to the outbox
 (``<data_dir>/sync/outbox.db``), and an :class:`agent.sync.sender.OutboxSender` drains the outbox
 to the control plane, deleting records only when the control plane acks them.
+
+Beside its workflows the agent serves, from the moment ``Agent.start`` begins (so that probes
+get an answer while models load):
+
+- the device API (``agent.device_api``, docs/device-api.md) on ``<data_dir>/device.sock``: its
+  health is NOT_SERVING until the agent runs and from the moment ``Agent.stop`` begins; every
+  run, from a frame source or the API, is published on :attr:`Agent.device_events`; a
+  ``SetThreshold`` override is logged and, when managed, reported to the control plane
+  (``agent.sync.overrides``);
+- Prometheus metrics (``agent.metrics``, docs/metrics.md) on ``metrics.host:metrics.port``.
+
+Either failing to bind is logged as an error and the agent runs without it (the inspection line
+matters more than its side doors; the health check and the scrape then show it).
+
+``Agent.serve`` also talks to systemd (``agent.service``, docs/service.md): ``STATUS=`` while
+starting, ``READY=1`` once it serves, ``WATCHDOG=1`` pings while the main loop and every run
+worker are alive, ``STOPPING=1`` on SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import signal
-import statistics
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from agent import __version__
 from agent.config import AgentSettings, Credentials, WorkflowBinding
+from agent.device_api import AgentHost, DeviceServer, EventBus, OverrideLog, ServerError, ThresholdOverride
 from agent.inference.backend import BackendOptions
 from agent.inference.backends import make_backends
 from agent.inference.runtime import ModelRuntime
 from agent.inference.store import ModelStore
 from agent.profiles import DeviceFacts, Profile, bundled_profiles_dir, load_profiles, select_profile
-from agent.rollout.slots import FrameGate, Origin, lineage_of
-from agent.sources.frames import FrameQueue
-from agent.sources.readers import Source, make_source
+from agent.rollout.slots import Origin, lineage_of
+from agent.service import Heartbeat, ServiceNotifier, Watchdog
 from agent.thresholds import ThresholdStore
 from agent.workflow import (
     CompileOptions,
@@ -62,260 +75,30 @@ from agent.workflow import (
     compile_workflow,
     read_document,
 )
-from agent.workflow.result import json_default
+from agent.workflow_service import RECENT_FRAMES, WorkflowService, WorkflowStats
 from protos import sync_pb2
 
 if TYPE_CHECKING:
     from agent.config import ResolvedSync
-    from agent.rollout.shadow import ShadowRunner
-    from agent.sources.frames import Frame
+    from agent.metrics import AgentMetrics
     from agent.sync.mqtt import SyncClient
     from agent.sync.outbox import Outbox
+    from agent.sync.overrides import OverrideReporter
     from agent.sync.reconciler import HttpFetcher, Reconciler
     from agent.sync.sender import OutboxSender
-    from agent.sync.telemetry import Lineage, TelemetryCollector
+    from agent.sync.telemetry import Lineage, SystemProbe, TelemetryCollector
     from agent.sync.worker import ReconcileWorker
+
+__all__ = ["RECENT_FRAMES", "Agent", "AgentSync", "WorkflowService", "WorkflowStats"]
 
 log = logging.getLogger(__name__)
 
-RECENT_FRAMES = 8
-"""Frames each workflow keeps (the most recent ones) for warming a candidate up."""
-
-
-@dataclass
-class WorkflowStats:
-    """Counters of one workflow's runs, for the summary, logs and (later) metrics."""
-
-    runs: int = 0
-    failed: int = 0
-    decisions: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-    first: float | None = None
-    last: float | None = None
-
-    def record(self, result: RunResult, seconds: float) -> None:
-        now = time.monotonic()
-        self.first = self.first or now
-        self.last = now
-        self.runs += 1
-        self.failed += not result.ok
-        decisions = {
-            output.get("decision") for output in result.outputs.values() if isinstance(output, dict)
-        } & {"accept", "reject"}
-        if decisions:  # a run that rejects anywhere rejects the part
-            self.decisions["reject" if "reject" in decisions else "accept"] += 1
-        if len(self.latencies) < 100_000:
-            self.latencies.append(seconds)
-
-    def summary(self) -> dict[str, Any]:
-        span = (self.last - self.first) if self.first and self.last and self.runs > 1 else None
-        ordered = sorted(self.latencies)
-        return {
-            "runs": self.runs,
-            "failed": self.failed,
-            "accepted": self.decisions.get("accept", 0),
-            "rejected": self.decisions.get("reject", 0),
-            "throughput_per_s": round((self.runs - 1) / span, 2) if span else None,
-            "latency_ms_p50": round(statistics.median(ordered) * 1000, 2) if ordered else None,
-            "latency_ms_p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 2)
-            if ordered
-            else None,
-        }
-
-
-class WorkflowService:
-    """One workflow, its queue, its sources and its run workers."""
-
-    def __init__(
-        self, plan: Plan, binding: WorkflowBinding, executor: Executor, results: TextIO | None
-    ) -> None:
-        self._current: tuple[Plan, Lineage | None] = (plan, None)
-        self._plan_lock = threading.Lock()
-        self.plan_swaps = 0
-        self.binding = binding
-        self.executor = executor
-        self.queue = FrameQueue(binding.queue.size, binding.queue.policy)
-        self.sources: list[Source] = [
-            make_source(f"{plan.workflow_id}.{i}.{spec.type}", spec, self.queue)
-            for i, spec in enumerate(binding.sources)
-        ]
-        self.stats = WorkflowStats()
-        self.telemetry: TelemetryCollector | None = None
-        """Counts every run (a managed agent's telemetry); ``None``: runs are not reported."""
-        self._telemetry_failures = 0
-        self.recent: deque[Frame] = deque(maxlen=RECENT_FRAMES)
-        """The most recent frames the service ran (warm-up input for a candidate)."""
-        self._watch: tuple[Plan, Callable[[RunResult, float], object]] | None = None
-        self.frame_gate = FrameGate()
-        """Held by each frame while it runs; a switch of plan and thresholds waits for it."""
-        self.shadow: ShadowRunner | None = None
-        """A shadow plan fed every frame after the active run; ``None``: none."""
-        self._started = False
-        self._results = results
-        self._results_lock = threading.Lock()
-        self._workers = [
-            threading.Thread(target=self._work, name=f"edgefleet-run-{plan.workflow_id}-{i}", daemon=True)
-            for i in range(binding.workers)
-        ]
-
-    @property
-    def plan(self) -> Plan:
-        """The plan the next frame runs."""
-        return self._current[0]
-
-    @property
-    def lineage(self) -> Lineage | None:
-        """What the next frame's results will be attributed to (``None`` without telemetry)."""
-        return self._current[1]
-
-    def replace_plan(self, plan: Plan, lineage: Lineage | None = None) -> Plan:
-        """Swap in a new compiled plan of the same workflow, with its lineage; returns the old one.
-
-        The swap is atomic and happens between frames: each frame reads the plan (and its
-        lineage) once when it starts, so runs in flight finish on the old plan and the next frame
-        runs the new one. Sources, queue and workers stay as they are."""
-        current = self._current[0]
-        if plan.workflow_id != current.workflow_id:
-            raise ValueError(
-                f"cannot replace workflow '{current.workflow_id}' with workflow '{plan.workflow_id}'"
-            )
-        with self._plan_lock:
-            old = self._current[0]
-            self._current = (plan, lineage)
-            self.plan_swaps += 1
-        return old
-
-    def set_lineage(self, plan: Plan, lineage: Lineage) -> None:
-        """Attribute ``plan``'s next runs to ``lineage`` (nothing changes if ``plan`` was swapped
-        out meanwhile)."""
-        with self._plan_lock:
-            if self._current[0] is plan:
-                self._current = (plan, lineage)
-
-    def watch(self, plan: Plan, observer: Callable[[RunResult, float], object] | None) -> None:
-        """Hand every run of ``plan`` (result, seconds) to ``observer``, on the run worker,
-        before its next frame; ``None`` stops watching."""
-        self._watch = (plan, observer) if observer is not None else None
-
-    def set_shadow(self, runner: ShadowRunner | None) -> None:
-        """Feed ``runner`` from the next frame on (the previous runner is stopped)."""
-        old, self.shadow = self.shadow, runner
-        if old is not None:
-            old.stop()
-
-    def start(self) -> None:
-        self._started = True
-        for worker in self._workers:
-            worker.start()
-        for source in self.sources:
-            source.start()
-
-    def _work(self) -> None:
-        while (frame := self.queue.get()) is not None:
-            with self.frame_gate.frame():  # a switch waits for this frame, or this frame for it
-                plan, lineage = self._current  # one plan per frame, even if one is swapped in meanwhile
-                self.recent.append(frame)
-                document = frame.document(self.binding.input_key)
-                started = time.perf_counter()
-                result = self.executor.run(plan, document)
-                seconds = time.perf_counter() - started
-                self.stats.record(result, seconds)
-                if self.telemetry is not None:
-                    self._report(self.telemetry, result, plan, lineage, seconds, frame)
-                if self._results is not None:
-                    self._write_result(frame, plan, lineage, result)
-            if result.error is not None:
-                log.warning(
-                    "workflow %s frame %s#%d failed at %s: %s",
-                    plan.workflow_id,
-                    frame.source,
-                    frame.seq,
-                    result.error.node,
-                    result.error.message,
-                )
-            watch = self._watch
-            if watch is not None and watch[0] is plan:
-                try:
-                    watch[1](result, seconds)
-                except Exception:  # the gate is a guard: its failure must not stop runs
-                    log.exception("workflow %s: the health gate failed", plan.workflow_id)
-            shadow = self.shadow
-            if shadow is not None:
-                shadow.offer(document, plan, result)
-
-    def _write_result(self, frame: Frame, plan: Plan, lineage: Lineage | None, result: RunResult) -> None:
-        from agent.sync.telemetry import Lineage, result_lineage
-
-        stamp = result_lineage(lineage or Lineage(plan.workflow_id, plan.version), result)
-        line = json.dumps(
-            {"frame": frame.document()["frame"], **result.to_dict(), "lineage": stamp.to_dict()},
-            default=json_default,
-        )
-        results = self._results
-        if results is not None:
-            with self._results_lock:
-                results.write(line + "\n")
-
-    def _report(
-        self,
-        telemetry: TelemetryCollector,
-        result: RunResult,
-        plan: Plan,
-        lineage: Lineage | None,
-        seconds: float,
-        frame: Frame,
-    ) -> None:
-        """Hand the run to telemetry; a telemetry failure never fails or stops a run."""
-        try:
-            if lineage is None:
-                from agent.sync.telemetry import Lineage
-
-                lineage = Lineage(plan.workflow_id, plan.version)
-            telemetry.record_run(
-                result,
-                lineage=lineage,
-                plan=plan,
-                seconds=seconds,
-                image=frame.data,
-                frame={"source": frame.source, "seq": frame.seq, "timestamp": frame.timestamp, **frame.meta},
-            )
-        except Exception:
-            self._telemetry_failures += 1
-            telemetry.note_record_error()
-            if self._telemetry_failures == 1 or self._telemetry_failures % 1000 == 0:
-                log.exception(
-                    "workflow %s: telemetry could not count a run (%d so far); runs go on",
-                    plan.workflow_id,
-                    self._telemetry_failures,
-                )
-
-    def sources_done(self) -> bool:
-        return all(not source.is_alive() for source in self.sources)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the sources, run what is queued, then stop the workers (and the shadow)."""
-        self.set_shadow(None)
-        if not self._started:
-            self.queue.close()
-            return
-        for source in self.sources:
-            source.stop()
-        for source in self.sources:
-            source.join(timeout)
-        self.queue.close()
-        for worker in self._workers:
-            worker.join(timeout)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "workflow": self.plan.workflow_id,
-            "version": self.plan.version,
-            "dropped_frames": self.queue.dropped,
-            **self.stats.summary(),
-        }
-
 
 class Agent:
+    """One agent process: :meth:`start`, then :meth:`wait` (or :meth:`serve` for all of it under
+    systemd), then :meth:`stop`. Implements the reconciler's ``WorkflowHost`` and the metrics'
+    scrape view (``workflow_services``, ``sync_outbox``)."""
+
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.profile: Profile | None = None
@@ -334,9 +117,28 @@ class Agent:
         self._origins: dict[str, tuple[Plan, Origin]] = {}
         self._running = False
         self.started_at: float | None = None
+        self.device_events = EventBus(settings.device_api.event_buffer)
+        """Every run's decision and events, and threshold overrides (the device API's ``WatchEvents``)."""
+        self.overrides = OverrideLog(settings.data_dir / "device_api" / "threshold_overrides.jsonl")
+        self.device_api: DeviceServer | None = None
+        self.metrics: AgentMetrics | None = None
+        self.metrics_port: int | None = None
+        """The port ``/metrics`` is served on (the free one picked for port 0); ``None``: not served."""
+        self.notifier = ServiceNotifier(None)
+        """systemd's notification socket (set by :meth:`serve`; a no-op otherwise)."""
+        self.watchdog: Watchdog | None = None
+        """systemd's watchdog (set by :meth:`serve`): run workers register their beats with it."""
+        self.heartbeat: Heartbeat | None = None
+        self._override_reporter: OverrideReporter | None = None
+        self._metrics_probe: SystemProbe | None = None
 
     def start(self) -> None:
+        """Start serving: the device API and metrics first, then profile, models, thresholds,
+        workflows, sync, sources and workers. Raises (``SpecError``, ``CompileError``,
+        ``ProfileError``, ``InferenceError``) when the agent cannot run; call :meth:`stop` then."""
         settings = self.settings
+        self._start_device_api()
+        self._start_metrics()
         profiles = load_profiles(bundled_profiles_dir(settings.profiles_dir))
         detection = select_profile(profiles, DeviceFacts.probe(), settings.profile)
         self.profile, self.profile_reasons = detection.profile, detection.reasons
@@ -388,19 +190,20 @@ class Agent:
             settings.results_jsonl.parent.mkdir(parents=True, exist_ok=True)
             # line-buffered: each result is written when it is made, so a crash or a kill loses none
             self._results = settings.results_jsonl.open("a", encoding="utf-8", buffering=1)
-        self.services = [
-            WorkflowService(plan, binding, self.executor, self._results) for plan, binding in plans
-        ]
-        for service in self.services:
+        services = [self._new_service(plan, binding) for plan, binding in plans]
+        with self._services_lock:
+            self.services = services
+        for service in services:
             lineage = self._lineage_or_none(service.plan)
             if lineage is not None:
                 service.set_lineage(service.plan, lineage)
         if settings.sync is not None:
             self.sync = AgentSync.create(self, settings)
             self.telemetry = self.sync.telemetry
-            for service in self.services:
+            for service in services:
                 self._attach_telemetry(service)
             self.sync.restore()  # what the control plane had running, before any frame
+            self._start_override_reports()  # filed under the restored workflows
         self.started_at = time.monotonic()
         with self._services_lock:
             self._running = True
@@ -409,6 +212,118 @@ class Agent:
             service.start()
         if self.sync is not None:
             self.sync.start()
+
+    def _new_service(self, plan: Plan, binding: WorkflowBinding) -> WorkflowService:
+        """A service for ``plan``, publishing its runs on the event bus and to the metrics, its
+        workers' beats registered with the watchdog."""
+        assert self.executor is not None
+        service = WorkflowService(
+            plan, binding, self.executor, self._results, max_run_s=self.settings.watchdog.max_run_s
+        )
+        service.events = self.device_events
+        service.metrics = self.metrics
+        self._watch_workers(service)
+        return service
+
+    def _watch_workers(self, service: WorkflowService) -> None:
+        watchdog = self.watchdog
+        if watchdog is None:
+            return
+        workflow_id = service.plan.workflow_id
+        for index, beat in enumerate(service.beats):
+            watchdog.unregister(f"{workflow_id}.{index}")  # a workflow retired and assigned again
+            watchdog.register(f"{workflow_id}.{index}", beat.check)
+
+    def _unwatch_workers(self, service: WorkflowService) -> None:
+        if self.watchdog is not None:
+            for index in range(len(service.beats)):
+                self.watchdog.unregister(f"{service.plan.workflow_id}.{index}")
+
+    # ---- the device API, metrics and threshold overrides -----------------------------------------
+
+    def _start_device_api(self) -> None:
+        """Serve the device API (health NOT_SERVING until the agent runs); logged, and the agent
+        runs without it, when its socket cannot be bound."""
+        settings = self.settings
+        if not settings.device_api.enabled or self.device_api is not None:
+            return
+        host = AgentHost(self, self.device_events, overrides=self.overrides, on_override=self._override_made)
+        server = DeviceServer(host, settings.device_api, data_dir=settings.data_dir)
+        try:
+            server.start()
+        except ServerError as exc:
+            server.stop()
+            log.error("device API not served: %s; the agent runs without it", exc)
+            return
+        self.device_api = server
+
+    def _start_metrics(self) -> None:
+        """Serve ``/metrics``; logged, and the agent runs without it, when the port is taken."""
+        from agent.metrics import AgentMetrics
+        from agent.metrics_sources import AgentMetricSources
+        from agent.sync.telemetry import SystemProbe
+
+        config = self.settings.metrics
+        if not config.enabled or self.metrics is not None:
+            return
+        probe = SystemProbe(self.settings.data_dir)
+        metrics = AgentMetrics(AgentMetricSources(self), probe=probe)
+        try:
+            port = metrics.serve(config.host, config.port)
+        except OSError as exc:
+            probe.close()
+            log.error("metrics not served: %s; the agent runs without them", exc)
+            return
+        self.metrics, self.metrics_port, self._metrics_probe = metrics, port, probe
+        log.info("metrics on http://%s:%d/metrics", config.host, port)
+
+    def workflow_services(self) -> list[WorkflowService]:
+        """The running workflow services, a snapshot."""
+        with self._services_lock:
+            return list(self.services)
+
+    def sync_outbox(self) -> Outbox | None:
+        """The managed agent's outbox (``None``: not managed, or the outbox is unusable)."""
+        return self.sync.outbox if self.sync is not None else None
+
+    def _override_made(self, override: ThresholdOverride) -> None:
+        """``SetThreshold`` applied an override: log it; report it when managed (else it is
+        reported once the agent is managed)."""
+        log.warning(
+            "threshold override: %s.%s = %g (was %s), set version %d, by %s from %s%s",
+            override.threshold_set,
+            override.key,
+            override.value,
+            override.previous,
+            override.version,
+            override.actor or "-",
+            override.origin,
+            f": {override.reason}" if override.reason else "",
+        )
+        if self._override_reporter is not None:
+            self._override_reporter.report(override)
+
+    def _start_override_reports(self) -> None:
+        from agent.sync.overrides import OverrideReporter
+
+        if self.telemetry is None:
+            return
+        self._override_reporter = OverrideReporter(self.overrides, self.telemetry, self._set_lineage)
+        sent = self._override_reporter.report_backlog()
+        if sent:
+            log.info("sync: %d threshold override(s) made earlier reported to the control plane", sent)
+
+    def _set_lineage(self, threshold_set: str, version: int) -> Lineage:
+        """The lineage an event about ``threshold_set`` at ``version`` is filed under: the first
+        running workflow (by id) that reads the set, else none."""
+        from agent.device_api.agent_host import plan_threshold_sets
+        from agent.sync.telemetry import Lineage
+
+        for workflow_id, plan in sorted(self.plans().items()):
+            if threshold_set in plan_threshold_sets(plan):
+                lineage = self._lineage_or_none(plan) or Lineage(workflow_id, plan.version)
+                return dataclasses.replace(lineage, threshold_set=threshold_set, threshold_version=version)
+        return Lineage("", threshold_set=threshold_set, threshold_version=version)
 
     # ---- the reconciler's view of the agent (agent.sync.reconciler.WorkflowHost) ---------------
 
@@ -478,7 +393,7 @@ class Agent:
             binding = self._waiting_bindings.pop(plan.workflow_id, None) or WorkflowBinding(
                 workflow=plan.workflow_id
             )
-            service = WorkflowService(plan, binding, self.executor, self._results)
+            service = self._new_service(plan, binding)
             if lineage is not None:
                 service.set_lineage(plan, lineage)
             self._attach_telemetry(service, lineage)
@@ -598,6 +513,7 @@ class Agent:
             self.services.remove(service)
             if service.binding.workflow is not None and service.binding.sources:
                 self._waiting_bindings[workflow_id] = service.binding
+        self._unwatch_workers(service)
         service.stop()
 
     def model_backend(self, model_id: str) -> str:
@@ -613,21 +529,57 @@ class Agent:
 
     def wait(self, poll_s: float = 0.2) -> None:
         """Until a stop is requested, or every source has run out (finite sources; an agent
-        managed by a control plane runs until stopped)."""
-        while not self._stop.wait(poll_s):
+        managed by a control plane runs until stopped). Beats :attr:`heartbeat` on every pass
+        and, every :data:`STATUS_EVERY_S` while the watchdog sees nothing wrong, sends systemd a
+        status line when it changed."""
+        last_status, next_status = "", time.monotonic() + STATUS_EVERY_S
+        while True:
+            if self.heartbeat is not None:
+                self.heartbeat.beat()
+            if self._stop.wait(poll_s):
+                return
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + STATUS_EVERY_S
+                line = self.status_line()
+                healthy = self.watchdog is None or not self.watchdog.state().failing
+                if healthy and line != last_status:
+                    self.notifier.status(line)
+                    last_status = line
             if self.sync is not None:
                 continue
-            services = list(self.services)
+            services = self.workflow_services()
             if services and all(service.sources_done() for service in services):
                 return
 
+    def status_line(self) -> str:
+        """One line for people (``systemctl status``): workflows, runs, rejects, drops, link."""
+        services = self.workflow_services()
+        runs = sum(s.stats.runs for s in services)
+        rejected = sum(s.stats.decisions.get("reject", 0) for s in services)
+        dropped = sum(s.queue.dropped for s in services)
+        profile = self.profile.name if self.profile is not None else "?"
+        line = (
+            f"serving {len(services)} workflows (profile {profile}): {runs} runs, {rejected} rejected, "
+            f"{dropped} frames dropped"
+        )
+        if self.sync is not None:
+            connected = self.sync.client.connected.is_set()
+            line += "; control plane " + ("connected" if connected else "not connected")
+        return line
+
     def stop(self) -> None:
+        """Stop in order: the device API (health NOT_SERVING at once), the sync link, the sources;
+        every queued frame still runs; then telemetry, executor, runtime, metrics. Safe to call
+        again, and after a failed :meth:`start`."""
+        if self.device_api is not None:
+            self.device_api.stop()
         if self.sync is not None:
             self.sync.stop()
         with self._services_lock:
             self._running = False
             services = list(self.services)
         for service in services:
+            self._unwatch_workers(service)
             service.stop()
         if self.sync is not None:
             self.sync.close()  # after the last run: the final partial interval goes to the outbox
@@ -637,6 +589,10 @@ class Agent:
             self.runtime.close()
         if self._results is not None:
             self._results.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self._metrics_probe is not None:
+            self._metrics_probe.close()
 
     def summary(self) -> list[dict[str, Any]]:
         return [service.summary() for service in list(self.services)]
@@ -652,17 +608,51 @@ class Agent:
         }
 
     def serve(self) -> list[dict[str, Any]]:
-        """Run until SIGTERM/SIGINT (or until finite sources run out); drain; return the summary."""
+        """Run until SIGTERM/SIGINT (or until finite sources run out); drain; return the summary.
+
+        Under systemd (``$NOTIFY_SOCKET``): ``STATUS=starting…`` first, ``READY=1`` once every
+        workflow runs, ``WATCHDOG=1`` every ``WatchdogSec/2`` while the main loop and every run
+        worker are alive (``$WATCHDOG_USEC``), ``STOPPING=1`` as the drain begins, and a last
+        ``STATUS=stopped``."""
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        notifier = self.notifier = ServiceNotifier.from_environ()
+        watchdog = self.watchdog = Watchdog.from_environ(notifier)
         try:
+            notifier.status("starting: loading models, compiling workflows")
             self.start()
+            self.heartbeat = Heartbeat("main loop", max_silence_s=self.settings.watchdog.max_loop_silence_s)
+            watchdog.register("main", self.heartbeat.check)
+            watchdog.start()
+            notifier.ready(self._ready_line())
             self.wait()
         finally:
-            self.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            notifier.stopping("draining in-flight runs")
+            watchdog.stop()
+            try:
+                self.stop()
+            finally:
+                notifier.status("stopped")
+                notifier.close()
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         return self.summary()
 
+    def _ready_line(self) -> str:
+        profile = self.profile.name if self.profile is not None else "?"
+        line = f"serving {len(self.workflow_services())} workflows (profile {profile})"
+        missing = [
+            name
+            for name, wanted, served in (
+                ("device API", self.settings.device_api.enabled, self.device_api is not None),
+                ("metrics", self.settings.metrics.enabled, self.metrics is not None),
+            )
+            if wanted and not served
+        ]
+        return line + (f"; not served (see the log): {', '.join(missing)}" if missing else "")
+
+
+STATUS_EVERY_S = 10.0
+"""How often the main loop may update the status line systemd shows."""
 
 DEFAULT_THUMBNAIL_BYTES_PER_S = 20_000
 """Thumbnail budget of ``part_rejected`` events per device, in bytes per second."""

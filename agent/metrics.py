@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from agent.inference.runtime import ServedModel
     from agent.sync.outbox import OutboxStats
     from agent.sync.telemetry import SystemProbe
     from agent.workflow import Plan, RunResult
@@ -100,7 +101,7 @@ class AgentMetrics:
         backend_of: Callable[[str], str] | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._backend_of = backend_of or (lambda _model: "")
+        self._backend_of = backend_of
         self._runs = Counter(
             "edgefleet_workflow_runs",
             "Workflow runs by outcome: passed (accepted), failed (rejected), error, skipped (no decision).",
@@ -128,7 +129,8 @@ class AgentMetrics:
             buckets=RUN_BUCKETS_S,
             registry=self.registry,
         )
-        self._plans: dict[str, tuple[Plan, tuple[tuple[str, str], ...]]] = {}
+        self._plans: dict[str, tuple[Plan, tuple[tuple[str, str, ServedModel], ...]]] = {}
+        self._children: dict[str, _WorkflowChildren] = {}
         self._lock = threading.Lock()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -138,30 +140,45 @@ class AgentMetrics:
         self._thread: threading.Thread | None = None
 
     def record_run(self, plan: Plan, result: RunResult, seconds: float) -> None:
-        """Count one finished run of ``plan``; never raises for an odd result."""
+        """Count one finished run of ``plan``; never raises for an odd result. The inference
+        histogram's ``backend`` is ``backend_of(model)`` when given, else the backend serving
+        the node's model right now (read without waiting on the model runtime's lock)."""
         from agent.sync.telemetry import run_outcome
 
         outcome = run_outcome(result)[0]
         workflow = plan.workflow_id
-        self._runs.labels(workflow, outcome).inc()
-        self._run_seconds.labels(workflow).observe(seconds)
+        children = self._children.get(workflow)
+        if children is None:
+            children = self._children.setdefault(workflow, _WorkflowChildren(workflow))
+        runs = children.runs.get(outcome)
+        if runs is None:
+            runs = children.runs.setdefault(outcome, self._runs.labels(workflow, outcome))
+        runs.inc()
+        if children.seconds is None:
+            children.seconds = self._run_seconds.labels(workflow)
+        children.seconds.observe(seconds)
         for node_id, run in result.nodes.items():
             if run.status in ("succeeded", "failed", "timed_out"):
-                self._node_seconds.labels(workflow, node_id).observe(run.duration_s)
-        for node_id, model in self._model_nodes(plan):
+                node = children.nodes.get(node_id)
+                if node is None:
+                    node = children.nodes.setdefault(node_id, self._node_seconds.labels(workflow, node_id))
+                node.observe(run.duration_s)
+        for node_id, model, served in self._model_nodes(plan):
             model_run = result.nodes.get(node_id)
             if model_run is not None and model_run.status == "succeeded":
-                self._inference_seconds.labels(model, self._backend_of(model)).observe(model_run.duration_s)
+                backend = self._backend_of(model) if self._backend_of is not None else served.backend
+                self._inference_seconds.labels(model, backend).observe(model_run.duration_s)
 
-    def _model_nodes(self, plan: Plan) -> tuple[tuple[str, str], ...]:
-        """``(node id, model id)`` of the plan's model_inference nodes, cached per plan."""
+    def _model_nodes(self, plan: Plan) -> tuple[tuple[str, str, ServedModel], ...]:
+        """``(node id, model id, served model)`` of the plan's model_inference nodes, cached per
+        plan."""
         cached = self._plans.get(plan.workflow_id)
         if cached is not None and cached[0] is plan:
             return cached[1]
         from agent.nodes.inference import ModelInference
 
         nodes = tuple(
-            (node.id, node.impl.served.record.model_id)
+            (node.id, node.impl.served.record.model_id, node.impl.served)
             for node in plan.nodes
             if isinstance(node.impl, ModelInference)
         )
@@ -187,6 +204,18 @@ class AgentMetrics:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+
+class _WorkflowChildren:
+    """One workflow's labelled metric children, looked up once instead of on every run."""
+
+    __slots__ = ("nodes", "runs", "seconds", "workflow")
+
+    def __init__(self, workflow: str) -> None:
+        self.workflow = workflow
+        self.runs: dict[str, Any] = {}
+        self.seconds: Any = None
+        self.nodes: dict[str, Any] = {}
 
 
 class _ScrapeCollector(Collector):

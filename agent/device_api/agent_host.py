@@ -4,7 +4,8 @@ attributes: ``plans``, ``service``, ``executor``, ``runtime``, ``thresholds``, `
 
 A run through the API executes the workflow's current plan on the caller's thread, on the
 agent's executor (so its parallel nodes share the agent's bounded pool), is counted in the
-workflow's stats and, on a managed agent, its telemetry, and is published on the event bus.
+workflow's stats, its metrics and, on a managed agent, its telemetry, and is published on the
+event bus.
 """
 
 from __future__ import annotations
@@ -201,7 +202,9 @@ class AgentHost:
         service.stats.record(result, seconds)
         if service.telemetry is not None:
             self._report(service, plan, lineage, result, seconds, document)
-        self._events.publish_run(result, origin=ORIGIN)
+        if service.events is not self._events:  # a bus of its own, not the agent's
+            self._events.publish_run(result, origin=ORIGIN)
+        service.count_run(plan, result, seconds, origin=ORIGIN)  # the agent's bus and metrics
         return result
 
     def _report(

@@ -79,7 +79,7 @@ from agent.sync.artifacts import Artifact, Artifacts, strip_label
 from agent.sync.fetch import ApplyError, Fetched, Fetcher, FetchError, HttpFetcher
 from agent.sync.state import AppliedWorkflow, SyncState
 from agent.sync.worker import ReconcileWorker
-from agent.thresholds import ThresholdStore
+from agent.thresholds import ThresholdSet, ThresholdStore
 from agent.workflow import CompileError, Plan, RunResult
 from protos import sync_pb2
 
@@ -607,8 +607,9 @@ class Reconciler(RolloutSteps):
                     )
 
     def _check_live_thresholds(self, prepared: list[_Prepared]) -> None:
-        """Refuse to overwrite a live set the device changed itself (a version above every one
-        the control plane delivered); going back to a delivered version is a rollback."""
+        """Refuse to overwrite a live set above every version the control plane delivered that
+        the device did not make as a local override (those follow :meth:`_put_live_thresholds`);
+        going back to a delivered version is a rollback."""
         accepted = self.state.accepted.get("thresholds", {})
         for item in prepared:
             if item.shadow:
@@ -616,7 +617,11 @@ class Reconciler(RolloutSteps):
             for artifact, _ in item.threshold_sets:
                 name, version = artifact.manifest.name, artifact.manifest.version
                 live = self.host.thresholds.get(name)
-                if live is not None and live.version > max(version, accepted.get(name, 0)):
+                if (
+                    live is not None
+                    and live.local_base is None
+                    and live.version > max(version, accepted.get(name, 0))
+                ):
                     raise ApplyError(
                         f"{artifact.label}: the live set is at version {live.version} (changed on the "
                         "device); refusing to replace it with an older version"
@@ -664,11 +669,7 @@ class Reconciler(RolloutSteps):
                 if item.shadow:
                     continue
                 for artifact, values in item.threshold_sets:
-                    name, version = artifact.manifest.name, artifact.manifest.version
-                    live = self.host.thresholds.get(name)
-                    if live is None or live.version != version or dict(live.values) != values:
-                        self.host.thresholds.put(name, values, version, rollback=True)
-                        log.info("sync: threshold set '%s' version %d is live", name, version)
+                    self._put_live_thresholds(item.workflow_id, artifact, values)
             for item in sorted(prepared, key=lambda item: item.shadow):  # a shadow needs its service
                 self._switch_item(item)
         active = {item.workflow_id: item.applied() for item in prepared if not item.shadow}
@@ -691,6 +692,68 @@ class Reconciler(RolloutSteps):
             self._accept("workflow", item.workflow.manifest)
             for artifact, _ in item.threshold_sets:
                 self._accept("thresholds", artifact.manifest)
+
+    def _put_live_thresholds(self, workflow_id: str, artifact: _Artifact, values: dict[str, float]) -> None:
+        """Make the control plane's threshold set live, unless a local override keeps it out.
+
+        A local override (``SetThreshold``) stays while the control plane assigns the version it
+        was made on top of, re-delivered (a new generation, a reconnection). Any other version —
+        one the control plane has not delivered before, or a rollback to an older delivered one —
+        replaces the override, which is logged and reported as a ``threshold_override_replaced``
+        event. Called between frames, before :meth:`_accept` records this apply's versions."""
+        name, version = artifact.manifest.name, artifact.manifest.version
+        live = self.host.thresholds.get(name)
+        if live is not None and live.local_base is not None:
+            delivered = self.state.known_sha256("thresholds", name, version) is not None
+            if delivered and version == live.local_base:
+                log.info(
+                    "sync: threshold set '%s' version %d again: the local override (live version %d) stays",
+                    name,
+                    version,
+                    live.version,
+                )
+                return
+            self.host.thresholds.put(name, values, version, rollback=True)
+            log.warning(
+                "sync: threshold set '%s': the control plane's version %d replaces the local override "
+                "(live version %d, made on top of version %d): %s → %s",
+                name,
+                version,
+                live.version,
+                live.local_base,
+                dict(live.values),
+                values,
+            )
+            self._override_replaced_event(workflow_id, name, version, values, live)
+            return
+        if live is None or live.version != version or dict(live.values) != values:
+            self.host.thresholds.put(name, values, version, rollback=True)
+            log.info("sync: threshold set '%s' version %d is live", name, version)
+
+    def _override_replaced_event(
+        self, workflow_id: str, name: str, version: int, values: dict[str, float], replaced: ThresholdSet
+    ) -> None:
+        if self.telemetry is None:
+            return
+        from agent.sync.telemetry import Lineage
+
+        self.telemetry.add_event(
+            "threshold_override_replaced",
+            severity="warning",
+            lineage=Lineage(workflow_id, threshold_set=name, threshold_version=version),
+            message=(
+                f"threshold set '{name}': the control plane's version {version} replaced the local "
+                f"override (version {replaced.version})"
+            ),
+            attributes={
+                "set": name,
+                "version": version,
+                "values": values,
+                "replaced_version": replaced.version,
+                "replaced_values": dict(replaced.values),
+                "override_base_version": replaced.local_base,
+            },
+        )
 
     def _switch_item(self, item: _Prepared) -> None:
         workflow_id = item.workflow_id

@@ -45,7 +45,10 @@ def agent_settings(
 ) -> AgentSettings:
     """A managed station: enrolled credentials in ``data_dir``, broker and control plane from
     them, a synthetic camera (``fps``, ``seed``, ``defect_rate``) feeding ``workflow_id`` once the
-    control plane delivers it, one run in flight, a queue of 4 that drops the oldest frame."""
+    control plane delivers it, one run in flight, a queue of 4 that drops the oldest frame.
+
+    The device API and the metrics endpoint are off: many stations share this process (and a
+    machine's port 9464), and the fleet is watched through the control plane."""
     return load_settings(
         None,
         device_id=device_id,
@@ -60,6 +63,8 @@ def agent_settings(
                 "sources": [{"type": "synthetic", "fps": fps, "seed": seed, "defect_rate": defect_rate}],
             }
         ],
+        device_api={"enabled": False},
+        metrics={"enabled": False},
         sync={
             "telemetry_interval_s": telemetry_interval_s,
             "keepalive_s": 10,
