@@ -27,6 +27,9 @@ What runs, all on 127.0.0.1:
 control plane, then the broker; it is idempotent and runs on any exit of the ``with`` block, a
 KeyboardInterrupt included. The work directory is wiped at start when it holds an earlier run
 (marked by ``.edgefleet-demo``); any other non-empty directory is refused.
+:meth:`Fleet.stop_control_plane` and :meth:`Fleet.start_control_plane` (or
+:meth:`Fleet.restart_control_plane`) stop and serve the control plane alone, from the same data on
+the same port, under running agents.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ class Fleet:
         self.server: ServedControlPlane | None = None
         self.token = ""
         self._api: ControlPlaneClient | None = None
+        self._controlplane_port: int | None = None
         self.agents: dict[str, Agent] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -267,6 +271,36 @@ class Fleet:
                 broker.stop()
             except MosquittoError:
                 log.exception("the broker did not stop cleanly")
+
+    def stop_control_plane(self) -> None:
+        """Stop the control plane alone, as an operator stopping ``edgefleet serve`` would: the
+        broker and the agents keep running (they retry what they need from it) until
+        :meth:`start_control_plane` serves it again."""
+        if self.server is None:
+            raise RuntimeError("the control plane is not running")
+        self._controlplane_port = self.server.settings.port
+        api, self._api = self._api, None
+        if api is not None:
+            api.close()
+        server, self.server = self.server, None
+        server.stop()
+
+    def start_control_plane(self) -> None:
+        """Serve the stopped control plane again from the same data directory (database,
+        artifacts, signing key) on the same port, so the ``api_url`` the agents were enrolled with
+        stays valid; the operator client is replaced (same token). :class:`FleetStartError` when it
+        does not come back."""
+        if self.server is not None or self.broker is None or self._controlplane_port is None:
+            raise RuntimeError("start_control_plane() follows stop_control_plane() on a started fleet")
+        server = ServedControlPlane(self._controlplane_settings(self.broker), self._controlplane_port)
+        server.start()
+        self.server = server
+        self._api = ControlPlaneClient(server.url, self.token)
+
+    def restart_control_plane(self) -> None:
+        """:meth:`stop_control_plane`, then :meth:`start_control_plane`."""
+        self.stop_control_plane()
+        self.start_control_plane()
 
     def __enter__(self) -> Fleet:
         return self.start()
