@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -212,7 +212,8 @@ class WorkflowService:
             seconds = time.perf_counter() - started
             self.stats.record(result, seconds)
             if self.telemetry is not None:
-                self._report(self.telemetry, result, plan, lineage, seconds, frame)
+                facts = {"source": frame.source, "seq": frame.seq, "timestamp": frame.timestamp, **frame.meta}
+                self.report_run(result, plan, lineage, seconds, image=frame.data, facts=facts)
             self.count_run(plan, result, seconds, origin=f"{frame.source}#{frame.seq}")
             if self._results is not None:
                 self._write_result(frame, plan, lineage, result)
@@ -267,28 +268,29 @@ class WorkflowService:
             with self._results_lock:
                 results.write(line + "\n")
 
-    def _report(
+    def report_run(
         self,
-        telemetry: TelemetryCollector,
         result: RunResult,
         plan: Plan,
         lineage: Lineage | None,
         seconds: float,
-        frame: Frame,
+        *,
+        image: Any,
+        facts: Mapping[str, Any],
     ) -> None:
-        """Hand the run to telemetry; a telemetry failure never fails or stops a run."""
+        """Hand a run of this workflow to telemetry (runs from its frames and from the device
+        API alike): ``image`` for a reject's thumbnail, ``facts`` about where the input came
+        from. No-op without telemetry; a telemetry failure never fails or stops a run."""
+        telemetry = self.telemetry
+        if telemetry is None:
+            return
         try:
             if lineage is None:
                 from agent.sync.telemetry import Lineage
 
                 lineage = Lineage(plan.workflow_id, plan.version)
             telemetry.record_run(
-                result,
-                lineage=lineage,
-                plan=plan,
-                seconds=seconds,
-                image=frame.data,
-                frame={"source": frame.source, "seq": frame.seq, "timestamp": frame.timestamp, **frame.meta},
+                result, lineage=lineage, plan=plan, seconds=seconds, image=image, frame=facts
             )
         except Exception:
             self._telemetry_failures += 1

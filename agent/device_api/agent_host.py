@@ -93,7 +93,6 @@ class AgentHost:
         self._run_prefix = f"api-{os.urandom(4).hex()}-"
         self._run_counter = itertools.count()
         self._override_lock = threading.Lock()
-        self._telemetry_failures = 0
 
     @property
     def events(self) -> EventBus:
@@ -201,45 +200,12 @@ class AgentHost:
         seconds = perf_counter() - started
         service.stats.record(result, seconds)
         if service.telemetry is not None:
-            self._report(service, plan, lineage, result, seconds, document)
+            image = document.get(service.binding.input_key)
+            service.report_run(result, plan, lineage, seconds, image=image, facts={"source": ORIGIN})
         if service.events is not self._events:  # a bus of its own, not the agent's
             self._events.publish_run(result, origin=ORIGIN)
         service.count_run(plan, result, seconds, origin=ORIGIN)  # the agent's bus and metrics
         return result
-
-    def _report(
-        self,
-        service: WorkflowService,
-        plan: Plan,
-        lineage: Any,
-        result: RunResult,
-        seconds: float,
-        document: Mapping[str, Any],
-    ) -> None:
-        """Count the run in the agent's telemetry; a telemetry failure never fails the run."""
-        telemetry = service.telemetry
-        if telemetry is None:
-            return
-        try:
-            if lineage is None:
-                from agent.sync.telemetry import Lineage
-
-                lineage = Lineage(plan.workflow_id, plan.version)
-            telemetry.record_run(
-                result,
-                lineage=lineage,
-                plan=plan,
-                seconds=seconds,
-                image=document.get(service.binding.input_key),
-                frame={"source": ORIGIN},
-            )
-        except Exception:
-            self._telemetry_failures += 1
-            telemetry.note_record_error()
-            if self._telemetry_failures == 1 or self._telemetry_failures % 1000 == 0:
-                log.exception(
-                    "device API: telemetry could not count a run (%d so far)", self._telemetry_failures
-                )
 
     # ---- thresholds -----------------------------------------------------------------------------
 
