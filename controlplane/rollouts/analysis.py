@@ -78,6 +78,9 @@ class AnalysisSpec(BaseModel):
     defect_rate: DefectRateSpec = Field(default_factory=DefectRateSpec)
     min_shadow_agreement: float = Field(0.9, gt=0, le=1)
     max_unhealthy_devices: int = Field(0, ge=0)
+    max_memory_ratio: float = Field(2.0, ge=1)
+    """A candidate device whose agent memory (peak RSS in the step) exceeds this multiple of the
+    baseline devices' median is unhealthy (shadow and canary steps)."""
 
 
 def _share(part: float, whole: float) -> float | None:

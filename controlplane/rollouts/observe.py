@@ -2,13 +2,17 @@
 who runs the candidate, and the analysis of the current step.
 
 A cohort device is **unhealthy** when its reported state lists a ``rollout_failures`` entry for
-this rollout, or its health is ``FAILING``. A device **runs the candidate** when its reported
-state shows the rollout's bundle active for the workflow (``bundle_sha256``), or, in a shadow
-step, the candidate's workflow version beside it (``shadow_version``).
+this rollout, or its health is ``FAILING``, or (shadow and canary steps) its agent's peak memory
+since the step began is above ``max_memory_ratio`` × the baseline devices' median
+(:func:`memory_outliers`, from the system metrics the devices send). A device **runs the
+candidate** when its reported state shows the rollout's bundle active for the workflow
+(``bundle_sha256``), or, in a shadow step, the candidate's workflow version beside it
+(``shadow_version``).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
@@ -28,7 +32,7 @@ from controlplane.rollouts.analysis import (
 from controlplane.rollouts.cohorts import Cohorts
 from controlplane.rollouts.spec import StepSpec
 from controlplane.store import as_utc
-from controlplane.store.schema import devices
+from controlplane.store.schema import devices, system_minutes
 
 
 def reported_states(conn: Connection, device_ids: Collection[str]) -> dict[str, Mapping[str, Any]]:
@@ -121,12 +125,21 @@ def analyse(
         baseline = _stats(conn, row["id"], "baseline", started, cohorts.baseline)
     else:
         baseline = CohortStats()
+    sick = unhealthy(conn, row["id"], watched)
+    if step.kind != "full":
+        listed = {health.device_id for health in sick}
+        others = cohorts.devices if step.kind == "shadow" else cohorts.baseline
+        sick += [
+            health
+            for health in memory_outliers(conn, watched, others, started, policy.max_memory_ratio)
+            if health.device_id not in listed
+        ]
     verdict = evaluate(
         step.kind,
         policy,
         candidate=candidate,
         baseline=baseline,
-        unhealthy=unhealthy(conn, row["id"], watched),
+        unhealthy=sick,
         elapsed_s=elapsed,
         duration_s=float(step.duration_s or 0.0),
         min_samples=int(step.min_samples or 0),
@@ -144,6 +157,51 @@ def analyse(
         "criteria": [c.to_dict() for c in verdict.criteria],
     }
     return verdict, analysis
+
+
+def _peak_rss(conn: Connection, device_ids: Collection[str], since: datetime) -> dict[str, int]:
+    """device id → the highest agent RSS it reported from ``since``'s minute on (devices that sent
+    none are left out)."""
+    if not device_ids:
+        return {}
+    rows = conn.execute(
+        sa.select(system_minutes.c.device_id, system_minutes.c.metrics).where(
+            system_minutes.c.device_id.in_(sorted(device_ids)),
+            system_minutes.c.minute >= since.replace(second=0, microsecond=0),
+        )
+    ).all()
+    peaks: dict[str, int] = {}
+    for row in rows:
+        rss = int((row.metrics or {}).get("process_rss_bytes") or 0)  # uint64: a string in JSON
+        if rss > 0:
+            peaks[row.device_id] = max(rss, peaks.get(row.device_id, 0))
+    return peaks
+
+
+def memory_outliers(
+    conn: Connection,
+    candidate_ids: Collection[str],
+    baseline_ids: Collection[str],
+    since: datetime,
+    max_ratio: float,
+) -> list[DeviceHealth]:
+    """Candidate devices whose agent memory peaked above ``max_ratio`` × the median peak of the
+    baseline devices since ``since`` (none without baseline data)."""
+    baseline = list(_peak_rss(conn, baseline_ids, since).values())
+    if not baseline:
+        return []
+    median = statistics.median(baseline)
+    found = []
+    for device_id, peak in sorted(_peak_rss(conn, candidate_ids, since).items()):
+        if peak > max_ratio * median:
+            found.append(
+                DeviceHealth(
+                    device_id,
+                    f"agent memory {peak / 2**20:.0f} MiB, {peak / median:.1f} × the baseline median "
+                    f"{median / 2**20:.0f} MiB (limit {max_ratio:g} ×)",
+                )
+            )
+    return found
 
 
 def _all_on_candidate(verdict: Verdict, running: int, total: int) -> Verdict:

@@ -189,6 +189,30 @@ def test_failing_health_in_the_cohort_aborts(fleet: Fleet) -> None:
     assert "health FAILING" in outcome.reason
 
 
+@pytest.mark.parametrize(("candidate_mib", "action"), [(150, "wait"), (450, "abort")])
+def test_a_canary_agent_using_far_more_memory_than_the_baseline_is_unhealthy(
+    fleet: Fleet, candidate_mib: int, action: str
+) -> None:
+    rollout = fleet.create(spec())
+    rid = rollout["id"]
+    clock = Clock(started(rollout))
+    at = clock.advance(seconds=5)
+    for device in rollout["cohorts"]["baseline"]:
+        fleet.telemetry(device, at, rollout_id=rid, cohort="baseline", runs=10, rss_bytes=200 * 2**20)
+    fleet.telemetry(
+        rollout["cohorts"]["canary"][0],
+        at,
+        rollout_id=rid,
+        cohort="canary",
+        runs=10,
+        rss_bytes=candidate_mib * 2**20,
+    )
+    [outcome] = fleet.controller(clock).tick()
+    assert outcome.action == action  # the limit is 2 × the baseline median (200 MiB)
+    if action == "abort":
+        assert "agent memory 450 MiB, 2.2 × the baseline median 200 MiB" in outcome.reason
+
+
 @pytest.mark.parametrize(("agreed", "action"), [(59, "promote"), (30, "abort")])
 def test_shadow_agreement(fleet: Fleet, agreed: int, action: str) -> None:
     rollout = fleet.create(

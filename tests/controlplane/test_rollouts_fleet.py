@@ -101,14 +101,17 @@ class Fleet:
         compared: int = 0,
         agreed: int = 0,
         workflow_version: int = 2,
+        rss_bytes: int = 0,
     ) -> None:
         """One telemetry record from ``device_id``, sent as the agent sends it (a RecordBatch),
-        stored through the bridge's ingest."""
+        stored through the bridge's ingest; ``rss_bytes``: the agent's memory in its system metrics."""
         seq = self.seqs[device_id] = self.seqs.get(device_id, 0) + 1
         stamp = timestamp_pb2.Timestamp(seconds=int(at.timestamp()))
         batch = sync_pb2.RecordBatch(device_id=device_id)
         record = batch.records.add(seq=seq, created_at=stamp)
         record.telemetry.window_end.CopyFrom(stamp)
+        if rss_bytes:
+            record.telemetry.system.process_rss_bytes = rss_bytes
         workflow = record.telemetry.workflows.add(
             workflow_id=WORKFLOW,
             runs=runs,
