@@ -1,6 +1,8 @@
 """One fleet for every end-to-end rollout test: Mosquitto, the control plane and 20 real agents in
-this process (:class:`controlplane.demo.fleet.Fleet`), started once per session (about 10 s) and
-running the reference model everywhere (:func:`tests.rollout_e2e.harness.release_baseline`).
+this process (:class:`controlplane.demo.fleet.Fleet`), started once for this directory (about
+10 s) and stopped when its last test is done (``scope="package"``: its 20 agents must not keep
+running through the rest of the suite), running the reference model everywhere
+(:func:`tests.rollout_e2e.harness.release_baseline`).
 
 After each test any rollout it left active is aborted and the fleet is waited on until every
 device is converged outside any rollout, so one failing test does not fail the next.
@@ -16,7 +18,7 @@ from controlplane.demo.fleet import Fleet, FleetConfig
 from tests.rollout_e2e.harness import AGENTS, DEFECT_RATE, E2E, FPS, TELEMETRY_S, release_baseline
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     root = tmp_path_factory.mktemp("rollout-e2e")
     config = FleetConfig(
