@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +17,12 @@ from agent.sync.reconciler import HttpFetcher, Reconciler
 from agent.sync.telemetry import TelemetryCollector
 from agent.workflow import Plan
 from protos import sync_pb2
-from tests.controlplane.live import LiveControlPlane
 from tests.rollout.helpers import SwitchableTransport, bundle_document, candidate, sign_bundle
 from tests.rollout.models import failing_model, nan_model, plain_model
 from tests.sync.fleet import MODEL_V0, WORKFLOW_ID, Agents, Fleet, tamper_signature, wait_for
 
 CONVERGED = sync_pb2.ReportedState.CONVERGED
 Kind = sync_pb2.RolloutFailure
-
-
-@pytest.fixture
-def fleet(sqlite_control_plane: LiveControlPlane) -> Fleet:
-    fleet = Fleet.enroll(sqlite_control_plane)
-    fleet.release_surface_inspection()
-    return fleet
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Agents]:
-    agents = Agents(tmp_path)
-    try:
-        yield agents
-    finally:
-        agents.stop_all()
-
-
-@pytest.fixture
-def transport() -> Iterator[SwitchableTransport]:
-    transport = SwitchableTransport()
-    yield transport
-    transport.close()
 
 
 def reconciler_for(fleet: Fleet, agents: Agents, agent: object, transport: SwitchableTransport) -> Reconciler:

@@ -16,7 +16,6 @@ import pytest
 
 from controlplane.signing import make_manifest
 from protos import sync_pb2
-from tests.controlplane.live import LiveControlPlane
 from tests.mosquitto import MosquittoBroker
 from tests.mqtt_fixtures import mosquitto  # noqa: F401
 from tests.rollout.helpers import candidate
@@ -24,13 +23,6 @@ from tests.rollout.process import AgentProcess, Operator, crash_plugin, serve_by
 from tests.sync.fleet import MODEL_V0, WORKFLOW, WORKFLOW_ID, Fleet, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fleet(sqlite_control_plane: LiveControlPlane) -> Fleet:
-    fleet = Fleet.enroll(sqlite_control_plane)
-    fleet.release_surface_inspection()
-    return fleet
 
 
 @pytest.fixture

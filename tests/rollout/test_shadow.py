@@ -3,43 +3,14 @@ thresholds, is compared and counted under the shadow lineage, and never acts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from agent.nodes.emit import Emit
 from agent.sync.telemetry import TelemetryCollector
 from protos import sync_pb2
-from tests.controlplane.live import LiveControlPlane
 from tests.rollout.helpers import SwitchableTransport, candidate
 from tests.rollout.test_canary import lineages, reconciler_for, running_plan
 from tests.sync.fleet import MODEL_V0, WORKFLOW_ID, Agents, Fleet, wait_for
 
 CONVERGED = sync_pb2.ReportedState.CONVERGED
-
-
-@pytest.fixture
-def fleet(sqlite_control_plane: LiveControlPlane) -> Fleet:
-    fleet = Fleet.enroll(sqlite_control_plane)
-    fleet.release_surface_inspection()
-    return fleet
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Agents]:
-    agents = Agents(tmp_path)
-    try:
-        yield agents
-    finally:
-        agents.stop_all()
-
-
-@pytest.fixture
-def transport() -> Iterator[SwitchableTransport]:
-    transport = SwitchableTransport()
-    yield transport
-    transport.close()
 
 
 def test_a_shadow_candidate_is_compared_and_counted_but_never_acts(

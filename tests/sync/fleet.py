@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.config import load_settings
@@ -228,3 +229,21 @@ def frames_keep_flowing(agent: Agent, workflow_id: str = WORKFLOW_ID, frames: in
     before = service.stats.runs
     wait_for(lambda: service.stats.runs >= before + frames)
     return True
+
+
+@pytest.fixture
+def fleet(sqlite_control_plane: LiveControlPlane) -> Fleet:
+    """A device enrolled on the live control plane, with the surface-inspection release."""
+    fleet = Fleet.enroll(sqlite_control_plane)
+    fleet.release_surface_inspection()
+    return fleet
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Agents]:
+    """Agents started by the test, all stopped after it."""
+    agents = Agents(tmp_path)
+    try:
+        yield agents
+    finally:
+        agents.stop_all()

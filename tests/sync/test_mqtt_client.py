@@ -6,7 +6,6 @@ import queue
 import re
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -218,15 +217,6 @@ def content_downloads(cp: LiveControlPlane) -> float:
         if line.startswith("edgefleet_http_requests_total{") and re.search(r'route="[^"]*/content"', line):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Agents]:
-    agents = Agents(tmp_path)
-    try:
-        yield agents
-    finally:
-        agents.stop_all()
 
 
 def test_an_enrolled_agent_reconciles_over_mqtt_and_again_idempotently_after_a_broker_restart(

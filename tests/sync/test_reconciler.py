@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from agent.sync.reconciler import HttpFetcher, Reconciler
 from agent.workflow import Plan
 from protos import sync_pb2
-from tests.controlplane.live import LiveControlPlane
 from tests.sync.fleet import (
     MODEL_V0,
     MODEL_V1,
@@ -29,22 +27,6 @@ from tests.sync.fleet import (
 
 CONVERGED = sync_pb2.ReportedState.CONVERGED
 FAILED = sync_pb2.ReportedState.FAILED
-
-
-@pytest.fixture
-def fleet(sqlite_control_plane: LiveControlPlane) -> Fleet:
-    fleet = Fleet.enroll(sqlite_control_plane)
-    fleet.release_surface_inspection()
-    return fleet
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Agents]:
-    agents = Agents(tmp_path)
-    try:
-        yield agents
-    finally:
-        agents.stop_all()
 
 
 @pytest.fixture
