@@ -84,6 +84,10 @@ class MetricSources(Protocol):
         batches, samples)."""
         ...
 
+    def backend_fallbacks(self) -> Mapping[str, int]:
+        """Model loads that skipped each backend of the profile's order (``ModelRuntime.fallbacks``)."""
+        ...
+
     def outbox_stats(self) -> OutboxStats | None: ...
 
 
@@ -280,7 +284,15 @@ class _ScrapeCollector(Collector):
                 counts[key] = counts.get(key, 0) + 1
             for (backend, state), count in sorted(counts.items()):
                 builds.add_metric([str(status["model_id"]), backend, state], count)
-        yield from (batches, samples, builds)
+        fallbacks = CounterMetricFamily(
+            "edgefleet_backend_fallbacks",
+            "Model loads that skipped this backend of the profile's order: it cannot run on this "
+            "device or failed to load (the log says why).",
+            labels=["backend"],
+        )
+        for backend, count in sorted(sources.backend_fallbacks().items()):
+            fallbacks.add_metric([backend], count)
+        yield from (batches, samples, builds, fallbacks)
 
     @staticmethod
     def _outbox(sources: MetricSources) -> Iterator[Any]:

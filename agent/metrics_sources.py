@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agent.metrics import QueueStats
 
 if TYPE_CHECKING:
-    from agent.inference.runtime import ServedModel
+    from agent.inference.runtime import ModelRuntime, ServedModel
     from agent.sync.outbox import Outbox, OutboxStats
     from agent.workflow_service import WorkflowService
 
@@ -23,6 +23,8 @@ __all__ = ["AgentMetricSources", "ServicesView"]
 
 class ServicesView(Protocol):
     """The part of :class:`agent.daemon.Agent` a scrape reads."""
+
+    runtime: ModelRuntime | None
 
     def workflow_services(self) -> list[WorkflowService]:
         """The running workflow services (a snapshot)."""
@@ -58,6 +60,10 @@ class AgentMetricSources:
                 for model in _plan_models(plan.nodes):
                     served.setdefault((model.record.model_id, model.record.version), model)
         return [served[key].status() for key in sorted(served)]
+
+    def backend_fallbacks(self) -> Mapping[str, int]:
+        runtime = self._agent.runtime
+        return dict(runtime.fallbacks) if runtime is not None else {}
 
     def outbox_stats(self) -> OutboxStats | None:
         outbox = self._agent.sync_outbox()

@@ -24,23 +24,27 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
-def _gpu_missing() -> str | None:
-    """Why the ``gpu`` tests cannot run here, or ``None`` when they can."""
+def _nvidia_gpu_missing() -> str | None:
+    """Why no NVIDIA GPU is usable here (NVML, the driver's own library, finds none), or
+    ``None`` when one is."""
     try:
-        import pycuda.driver as cuda
-        import tensorrt  # noqa: F401
+        import pynvml
 
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return "no CUDA device"
-    except Exception as exc:  # ImportError, or a CUDA driver error
-        return f"no NVIDIA GPU stack: {exc}"
-    return None
+        pynvml.nvmlInit()
+        try:
+            count = int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # ImportError, or NVMLError: no driver
+        return f"no NVIDIA GPU driver: {exc}"
+    return None if count else "NVML finds no GPU"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need an NVIDIA GPU and its driver; those that also need TensorRT or
+    pycuda skip themselves with the reason (tests/inference/test_tensorrt.py)."""
     gpu_items = [item for item in items if "gpu" in item.keywords]
-    reason = _gpu_missing() if gpu_items else None
+    reason = _nvidia_gpu_missing() if gpu_items else None
     if reason is not None:
         for item in gpu_items:
             item.add_marker(pytest.mark.skip(reason=f"gpu test: {reason}"))

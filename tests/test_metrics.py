@@ -39,6 +39,9 @@ class Sources:
     def served_models(self) -> Iterable[Mapping[str, Any]]:
         return [served.status() for served in self.runtime.loaded()]
 
+    def backend_fallbacks(self) -> Mapping[str, int]:
+        return self.runtime.fallbacks
+
     def outbox_stats(self) -> OutboxStats:
         return OutboxStats(
             pending_records=7, pending_bytes=1234, dropped_records=2, last_seq=9, oldest_pending_age_s=1.5
@@ -49,7 +52,9 @@ class Sources:
 def served(tmp_path: Path) -> Iterator[tuple[AgentMetrics, Any, Executor]]:
     store = ModelStore(tmp_path / "models")
     store.install(EXAMPLES / "models" / "pricing_model_v3.onnx", "pricing_model_v3", "3")
-    runtime = ModelRuntime(store, [OnnxRuntimeBackend()], BackendOptions(max_batch=1))
+    # the CUDA provider first: skipped and counted where this onnxruntime build lacks it
+    backends = [OnnxRuntimeBackend("onnxruntime-cuda"), OnnxRuntimeBackend()]
+    runtime = ModelRuntime(store, backends, BackendOptions(max_batch=1))
     options = CompileOptions(
         registry=builtin_registry(), schema_dirs=(EXAMPLES / "schemas",), resources={"models": runtime}
     )
@@ -123,8 +128,12 @@ def test_a_scrape_reads_queues_models_outbox_and_the_device(
     assert values[("edgefleet_frames_dropped_total", workflow)] == 5
     assert values[("edgefleet_outbox_pending_records", ())] == 7
     assert values[("edgefleet_outbox_dropped_records_total", ())] == 2
-    model = (("backend", "onnxruntime-cpu"), ("model", "pricing_model_v3"), ("version", "3"))
+    cuda_missing = OnnxRuntimeBackend("onnxruntime-cuda").unavailable_reason() is not None
+    backend = "onnxruntime-cpu" if cuda_missing else "onnxruntime-cuda"
+    model = (("backend", backend), ("model", "pricing_model_v3"), ("version", "3"))
     assert values[("edgefleet_inference_samples_total", model)] == 2
+    if cuda_missing:
+        assert values[("edgefleet_backend_fallbacks_total", (("backend", "onnxruntime-cuda"),))] == 1
     assert values[("edgefleet_system_memory_bytes", ())] > 0
     assert 0 <= values[("edgefleet_system_cpu_ratio", ())] <= 1
     assert values[("process_resident_memory_bytes", ())] > 0

@@ -66,6 +66,7 @@ def test_bundled_directory_is_found_and_every_profile_validates(profiles: dict[s
         "x86-cpu",
         "x86-t4",
         "x86-l4",
+        "x86-nvidia-gpu",
     }
     assert required <= set(profiles)
     for name, profile in profiles.items():
@@ -83,6 +84,7 @@ def test_bundled_directory_is_found_and_every_profile_validates(profiles: dict[s
         ("jetson-xavier-nx", "aarch64", "7.2", 2, True),
         ("x86-t4", "x86_64", "7.5", 0, False),
         ("x86-l4", "x86_64", "8.9", 0, False),
+        ("x86-nvidia-gpu", "x86_64", "7.5", 0, False),
     ],
 )
 def test_gpu_profiles_carry_the_real_hardware_and_prefer_tensorrt(
@@ -176,8 +178,10 @@ def test_detection_reasons_explain_every_rejection(profiles: dict[str, Profile])
         (("NVIDIA L4",), "x86-l4"),
         (("NVIDIA A2", "Tesla T4"), "x86-t4"),
         (("Tesla T4", "NVIDIA L4"), "x86-l4"),
-        (("NVIDIA L40S",), "x86-cpu"),
-        (("NVIDIA H100 80GB HBM3",), "x86-cpu"),
+        (("NVIDIA L40S",), "x86-nvidia-gpu"),
+        (("NVIDIA H100 80GB HBM3",), "x86-nvidia-gpu"),
+        (("NVIDIA H200",), "x86-nvidia-gpu"),
+        (("Tesla V100-SXM2-16GB",), "x86-cpu"),  # pre-Turing: neither named nor branded NVIDIA
         ((), "x86-cpu"),
     ],
 )
@@ -186,8 +190,9 @@ def test_x86_gpus_are_detected_from_nvidia_smi_names(
 ) -> None:
     detection = detect(profiles, facts(gpus=gpus))
     assert detection.profile.name == expected
-    if expected != "x86-cpu":
-        assert any(f"matches '{expected[-2:].upper()}'" in r for r in detection.reasons)
+    rule = profiles[expected].detect.gpu_name
+    if rule is not None:
+        assert any(f"matches '{rule}'" in r for r in detection.reasons)
 
 
 def test_an_unknown_device_falls_back_to_the_cpu_profile(profiles: dict[str, Profile]) -> None:

@@ -15,6 +15,18 @@ from tests.inference.onnx_models import affine
 pytestmark = pytest.mark.gpu
 
 
+@pytest.fixture(autouse=True)
+def _tensorrt_stack() -> None:
+    """Skip, with the reason, on a GPU host without TensorRT or pycuda (the ``jetson`` extra)."""
+    try:
+        import pycuda.driver as cuda
+        import tensorrt  # noqa: F401
+
+        cuda.init()
+    except Exception as exc:  # ImportError, or a CUDA driver error
+        pytest.skip(f"TensorRT stack missing: {exc}")
+
+
 @pytest.fixture
 def record(tmp_path: Path):  # type: ignore[no-untyped-def]
     store = ModelStore(tmp_path / "store")
