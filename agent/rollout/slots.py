@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from agent.sync.state import AppliedWorkflow
+from agent.thresholds import ThresholdSet
 from agent.workflow import Plan
 
 if TYPE_CHECKING:
@@ -71,8 +72,8 @@ class Slot:
 
     plan: Plan
     applied: AppliedWorkflow
-    thresholds: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
-    """Threshold set name → (version, values) the plan ran with."""
+    thresholds: dict[str, ThresholdSet] = field(default_factory=dict)
+    """Threshold set name → the set the plan ran with, a local override's mark included."""
 
 
 class FrameGate:

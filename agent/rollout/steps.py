@@ -37,7 +37,7 @@ from agent.rollout.slots import Origin, Slot, lineage_of
 from agent.sync.artifacts import Artifacts, threshold_values
 from agent.sync.fetch import ApplyError
 from agent.sync.state import AppliedWorkflow, SyncState
-from agent.thresholds import ThresholdStore
+from agent.thresholds import ThresholdSet, ThresholdStore
 from agent.workflow import CompileError, Plan
 from protos import sync_pb2
 
@@ -173,11 +173,8 @@ class RolloutSteps:
         if current is None or applied is None or self.host.plans().get(workflow_id) is not current:
             self._drop_slot(workflow_id)  # nothing of ours runs: nothing to go back to
             return
-        thresholds: dict[str, tuple[int, dict[str, float]]] = {}
-        for name in applied.thresholds:
-            live = self.host.thresholds.get(name)
-            if live is not None:
-                thresholds[name] = (live.version, dict(live.values))
+        live_sets = {name: self.host.thresholds.get(name) for name in applied.thresholds}
+        thresholds = {name: live for name, live in live_sets.items() if live is not None}
         self._slots[workflow_id] = Slot(current, applied, thresholds)
 
     def _drop_slot(self, workflow_id: str) -> None:
@@ -211,8 +208,10 @@ class RolloutSteps:
             self.host.watch_plan(workflow_id, plan, None)
             slot = self._slots.get(workflow_id)
             if slot is not None:
-                for name, (version, values) in slot.thresholds.items():
-                    self.host.thresholds.put(name, values, version, rollback=True)
+                for name, kept in slot.thresholds.items():
+                    self.host.thresholds.put(
+                        name, kept.values, kept.version, rollback=True, local_base=kept.local_base
+                    )
                 self.host.activate_plan(slot.plan, Origin.of(slot.applied))
                 self._activated[workflow_id] = slot.plan
                 log.error(
@@ -318,12 +317,12 @@ class RolloutSteps:
         if watch_now is not None and watch_now.bundle_sha256 not in running:
             self.ledger.end_watch(watch_now.bundle_sha256, healthy=False)
 
-    def _verified_thresholds(self, applied: AppliedWorkflow) -> dict[str, tuple[int, dict[str, float]]]:
+    def _verified_thresholds(self, applied: AppliedWorkflow) -> dict[str, ThresholdSet]:
         sets = {}
         for name, version in applied.thresholds.items():
             data = self.store.stored("thresholds", name, version, applied.threshold_sha256.get(name))
             label = f"threshold set '{name}' version {version}"
-            sets[name] = (version, threshold_values(data, label, name, version))
+            sets[name] = ThresholdSet(name, version, threshold_values(data, label, name, version))
         return sets
 
     def _verified_document(self, workflow_id: str, applied: AppliedWorkflow) -> dict[str, object]:
@@ -358,10 +357,10 @@ class RolloutSteps:
                 )
             except RESTORE_ERRORS as exc:
                 log.error("sync: slot A of '%s' cannot be restored: %s", workflow_id, exc)
-        for name, (version, values) in sets.items():
+        for name, stored in sets.items():
             live = self.host.thresholds.get(name)
-            if live is None or live.version <= version:
-                self.host.thresholds.put(name, values, version, rollback=True)
+            if live is None or live.version <= stored.version:
+                self.host.thresholds.put(name, stored.values, stored.version, rollback=True)
         self.host.activate_plan(plan, Origin.of(applied))
         self._activated[workflow_id] = plan
         if slot is not None:
@@ -386,8 +385,8 @@ class RolloutSteps:
 
     def _restore_shadow(self, workflow_id: str, applied: AppliedWorkflow) -> None:
         private = ThresholdStore()
-        for name, (version, values) in self._verified_thresholds(applied).items():
-            private.put(name, values, version)
+        for name, stored in self._verified_thresholds(applied).items():
+            private.put(name, stored.values, stored.version)
         document = self._verified_document(workflow_id, applied)
         plan = self.host.compile_document(
             document, model_versions=applied.model_versions(), thresholds=private, side_effects=False

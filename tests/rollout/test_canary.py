@@ -345,3 +345,24 @@ def test_the_health_gate_rolls_back_by_itself_offline_between_two_frames(
     report = reconciler.apply(desired)
     assert running_plan(agent) is baseline
     assert failures(report) == [("r-gate", Kind.HEALTH_GATE)]
+
+
+def test_a_health_gate_rollback_keeps_a_local_threshold_override_marked_local(
+    fleet: Fleet, agents: Agents, transport: SwitchableTransport, tmp_path: Path
+) -> None:
+    agent = agents.start()
+    reconciler = reconciler_for(fleet, agents, agent, transport)
+    changed: list[sync_pb2.ReportedState] = []
+    reconciler.on_changed = changed.append
+    assert reconciler.apply(fleet.desired(1)).phase == CONVERGED
+    baseline = running_plan(agent)
+    override = agent.thresholds.set_one("surface", "default", 0.9)  # a line engineer's SetThreshold
+    assert override.local_base == 1
+    fleet.upload_model(nan_model(tmp_path / "candidate.onnx"), version=2)
+
+    desired, _ = canary_state(fleet, 2, 2, "r-local", warmup_frames=0)
+    assert reconciler.apply(desired).phase == CONVERGED
+    wait_for(lambda: bool(changed))
+    assert running_plan(agent) is baseline
+    live = agent.thresholds.get("surface")
+    assert (live.version, dict(live.values), live.local_base) == (override.version, {"default": 0.9}, 1)
