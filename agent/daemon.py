@@ -319,7 +319,7 @@ class Agent:
                 return dataclasses.replace(lineage, threshold_set=threshold_set, threshold_version=version)
         return Lineage("", threshold_set=threshold_set, threshold_version=version)
 
-    # ---- the reconciler's view of the agent (agent.sync.reconciler.WorkflowHost) ---------------
+    # ---- the reconciler's view of the agent (agent.sync.host.WorkflowHost) ---------------------
 
     @property
     def model_store(self) -> ModelStore:

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from agent.sync.reconciler import WorkflowHost, _Prepared
+    from agent.sync.host import WorkflowHost
+    from agent.sync.reconciler import _Prepared
     from agent.sync.telemetry import TelemetryCollector
 
 __all__ = ["RESTORE_ERRORS", "RolloutSteps"]
