@@ -15,8 +15,10 @@ from rich.console import Console, RenderableType
 from typer.testing import CliRunner, Result
 
 from controlplane.cli import app
+from controlplane.commands import rollout_views as views
 from controlplane.commands import rollouts as commands
-from controlplane.commands.rollouts import render_decisions, render_rollout, watch
+from controlplane.commands.rollout_views import render_decisions, render_rollout
+from controlplane.commands.rollouts import watch
 from tests.controlplane.live import LiveControlPlane
 
 CRITERIA: list[dict[str, Any]] = [
@@ -169,7 +171,7 @@ def test_status_view_marks_the_current_step_and_shows_progress_and_criteria() ->
 
 def test_criteria_statuses_are_coloured() -> None:
     console = Console(width=200, force_terminal=True, color_system="truecolor")
-    segments = list(console.render(commands.render_criteria(CRITERIA)))
+    segments = list(console.render(views.render_criteria(CRITERIA)))
     colour = {s.text: s.style.color.name for s in segments if s.style and s.style.color and s.text.strip()}
     assert colour["pass"] == "green"
     assert colour["fail"] == "red"
@@ -209,11 +211,11 @@ def test_explain_view_lists_every_decision_oldest_first_with_its_criteria() -> N
 
 
 def test_list_columns() -> None:
-    cells = [get(ROLLOUT) for _, get in commands.LIST_COLUMNS]
+    cells = [get(ROLLOUT) for _, get in views.LIST_COLUMNS]
     assert cells[:4] == ["r-3f9a1c2e7b", "surface_inspection", "running", "2/4 canary"]
-    assert commands.step_label({**ROLLOUT, "step_index": None}) == "-"
-    assert commands.step_label({**ROLLOUT, "spec": None}) == "2 canary"  # lists carry no spec
-    assert commands.ids_text([f"cam-{i}" for i in range(12)]).endswith("cam-9 … and 2 more")
+    assert views.step_label({**ROLLOUT, "step_index": None}) == "-"
+    assert views.step_label({**ROLLOUT, "spec": None}) == "2 canary"  # lists carry no spec
+    assert views.ids_text([f"cam-{i}" for i in range(12)]).endswith("cam-9 … and 2 more")
 
 
 def test_watch_stops_at_a_final_state() -> None:
