@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from controlplane.commands.rollout_views import STATUS_STYLE, criterion_value
 from controlplane.demo.fleet import DeviceView
 
 __all__ = [
@@ -22,7 +23,6 @@ __all__ = [
 ]
 
 Json = dict[str, Any]
-STATUS_STYLE = {"pass": "green", "fail": "bold red", "insufficient": "yellow"}
 ACTION_STYLE = {"promote": "green", "abort": "bold red", "start": "cyan", "pause": "yellow", "resume": "cyan"}
 
 
@@ -44,15 +44,6 @@ def devices_table(views: Sequence[DeviceView], models: Mapping[str, str]) -> Tab
     return table
 
 
-def _value(criterion: Mapping[str, Any]) -> str:
-    value = criterion.get("value")
-    if value is None:
-        return "n/a"
-    if criterion.get("name") == "defect_rate_shift":
-        return f"{float(value):+.1f} pt"
-    return f"{float(value):.3g}"
-
-
 def criteria_line(criteria: Sequence[Mapping[str, Any]]) -> Text:
     """``error_rate 0 ≤ 0.02 ✓ · defect_rate_shift −13.2 pt |x| ≤ 5 ✗ …`` coloured by status."""
     text = Text()
@@ -63,7 +54,8 @@ def criteria_line(criteria: Sequence[Mapping[str, Any]]) -> Text:
         mark = {"pass": "✓", "fail": "✗", "insufficient": "…"}.get(status, "?")
         comparison = str(criterion.get("comparison", "")).replace("<=", "≤").replace(">=", "≥")
         text.append(
-            f"{criterion.get('name')} {_value(criterion)} {comparison} {criterion.get('threshold'):g} "
+            f"{criterion.get('name')} {criterion_value(criterion)} {comparison} "
+            f"{criterion.get('threshold'):g} "
             f"(n={criterion.get('samples', 0)}) {mark}",
             style=STATUS_STYLE.get(status, ""),
         )
