@@ -10,6 +10,11 @@
   trip − the run's own duration (as the executor measured it, returned in the result). Target:
   ≤ 1 ms p50. Also for a two-node workflow, where the run itself costs ~0.1 ms.
 
+The server is the agent's own device API (its ``device_api`` settings: socket, window, run
+pool), as ``edgefleet-agent serve`` runs it. Requests leave ``include_result_json`` off (the
+default: results carry the summary fields) unless ``--result-json`` asks for the whole result
+with every frame and call.
+
 Run: ``.venv/bin/python bench/device_api.py [--frames 200 --rounds 5]``
 """
 
@@ -87,7 +92,9 @@ def client(args: argparse.Namespace) -> None:
 
     frames: list[bytes] = pickle.loads(Path(args.frames_file).read_bytes())
     inspect_frames = [
-        pb.InspectFrame(frame_id=i, workflow_id="surface_inspection", image=frame)
+        pb.InspectFrame(
+            frame_id=i, workflow_id="surface_inspection", image=frame, include_result_json=args.result_json
+        )
         for i, frame in enumerate(frames)
     ]
     options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -108,12 +115,20 @@ def client(args: argparse.Namespace) -> None:
                 count, workflow = command["count"], command["workflow"]
                 if workflow == "echo":
                     calls = [
-                        pb.RunWorkflowRequest(workflow_id="echo", input_json=json.dumps({"n": i % 20}))
+                        pb.RunWorkflowRequest(
+                            workflow_id="echo",
+                            input_json=json.dumps({"n": i % 20}),
+                            include_result_json=args.result_json,
+                        )
                         for i in range(count)
                     ]
                 else:
                     calls = [
-                        pb.RunWorkflowRequest(workflow_id=workflow, image=frames[i % len(frames)])
+                        pb.RunWorkflowRequest(
+                            workflow_id=workflow,
+                            image=frames[i % len(frames)],
+                            include_result_json=args.result_json,
+                        )
                         for i in range(count)
                     ]
                 round_trips, runs = [], []
@@ -130,7 +145,7 @@ def client(args: argparse.Namespace) -> None:
 class Client:
     """The client process, driven one command at a time."""
 
-    def __init__(self, socket: Path, frames_file: Path) -> None:
+    def __init__(self, socket: Path, frames_file: Path, *, result_json: bool) -> None:
         command = [
             sys.executable,
             __file__,
@@ -139,6 +154,7 @@ class Client:
             str(socket),
             "--frames-file",
             str(frames_file),
+            *(["--result-json"] if result_json else []),
         ]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -188,7 +204,6 @@ def in_process(executor: Any, plan: Any, frames: list[bytes], threads: int) -> f
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     from agent.config import load_settings
     from agent.daemon import Agent
-    from agent.device_api import AgentHost, DeviceApiSettings, DeviceServer
 
     frames = make_frames(args.frames, seed=99)
     report: dict[str, Any] = {
@@ -197,6 +212,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "frames": args.frames,
         "rounds": args.rounds,
         "onnxruntime_threads": args.cpu_threads or "profile default",
+        "include_result_json": args.result_json,
     }
     with tempfile.TemporaryDirectory(prefix="ef-bench-", dir="/tmp") as tmp:
         base = Path(tmp)
@@ -211,6 +227,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 {"file": str(WORKFLOW), "workers": 1},
                 {"file": str(base / "echo.json"), "workers": 1},
             ],
+            # the agent's own device API server, as `edgefleet-agent serve` runs it
+            "device_api": {
+                "socket_path": str(base / "device.sock"),
+                "inspect_window": args.window,
+                "run_workers": args.workers,
+            },
         }
         if args.cpu_threads:  # the x86-cpu profile with a fixed ONNX Runtime thread count
             profiles = base / "profiles"
@@ -225,12 +247,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         frames_file.write_bytes(pickle.dumps(frames))
         agent = Agent(load_settings(base / "agent.json"))
         agent.start()
-        settings = DeviceApiSettings(
-            socket_path=base / "device.sock", inspect_window=args.window, run_workers=args.workers
-        )
-        server = DeviceServer(AgentHost(agent), settings, data_dir=base)
-        server.start()
-        talk = Client(settings.socket(base), frames_file)
+        assert agent.device_api is not None, "the agent did not start its device API"
+        talk = Client(agent.device_api.socket_path, frames_file, result_json=args.result_json)
         try:
             plan, executor = agent.plans()["surface_inspection"], agent.executor
             in_process(executor, plan, frames[:20], args.workers)  # warm-up
@@ -290,8 +308,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 }
         finally:
             talk.close()
-            server.stop()
-            agent.stop()
+            agent.stop()  # the device API server first
     return report
 
 
@@ -322,6 +339,9 @@ def main() -> None:
         "--workers", type=int, default=2, help="the server's run pool, and in-process threads"
     )
     parser.add_argument("--cpu-threads", type=int, default=0, help="ONNX Runtime threads (0: the profile's)")
+    parser.add_argument(
+        "--result-json", action="store_true", help="ask for the whole result (result_json) with every run"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "device_api.json")
     # client role
     parser.add_argument("--socket", type=Path)

@@ -135,6 +135,7 @@ class DeviceTransport:
             input_json=input_json(input_data, endpoint=self.where),
             image=image or b"",
             image_key=image_key or "",
+            include_result_json=True,  # the result's outputs and node outcomes
         )
         return convert.workflow_result(self._unary("RunWorkflow", self._run, request, timeout))
 
@@ -283,6 +284,7 @@ class _InspectFeed:
             image=bytes(image),
             input_json=text,
             image_key=self._image_key,
+            include_result_json=True,  # the result's outputs and node outcomes
         )
 
     def _fail(self, exc: BaseException) -> None:

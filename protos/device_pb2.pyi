@@ -10,16 +10,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id", "input_json", "image", "image_key")
+    __slots__ = ("workflow_id", "input_json", "image", "image_key", "include_result_json")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     input_json: str
     image: bytes
     image_key: str
-    def __init__(self, workflow_id: _Optional[str] = ..., input_json: _Optional[str] = ..., image: _Optional[bytes] = ..., image_key: _Optional[str] = ...) -> None: ...
+    include_result_json: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., input_json: _Optional[str] = ..., image: _Optional[bytes] = ..., image_key: _Optional[str] = ..., include_result_json: _Optional[bool] = ...) -> None: ...
 
 class RunError(_message.Message):
     __slots__ = ("node", "node_type", "kind", "message", "retryable")
@@ -56,18 +58,20 @@ class WorkflowRun(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., workflow_id: _Optional[str] = ..., workflow_version: _Optional[int] = ..., status: _Optional[str] = ..., decision: _Optional[str] = ..., duration_ms: _Optional[float] = ..., error: _Optional[_Union[RunError, _Mapping]] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class InspectFrame(_message.Message):
-    __slots__ = ("frame_id", "workflow_id", "image", "input_json", "image_key")
+    __slots__ = ("frame_id", "workflow_id", "image", "input_json", "image_key", "include_result_json")
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     workflow_id: str
     image: bytes
     input_json: str
     image_key: str
-    def __init__(self, frame_id: _Optional[int] = ..., workflow_id: _Optional[str] = ..., image: _Optional[bytes] = ..., input_json: _Optional[str] = ..., image_key: _Optional[str] = ...) -> None: ...
+    include_result_json: bool
+    def __init__(self, frame_id: _Optional[int] = ..., workflow_id: _Optional[str] = ..., image: _Optional[bytes] = ..., input_json: _Optional[str] = ..., image_key: _Optional[str] = ..., include_result_json: _Optional[bool] = ...) -> None: ...
 
 class FrameProblem(_message.Message):
     __slots__ = ("code", "field", "message")

@@ -50,7 +50,9 @@ def timestamp(seconds: float) -> Timestamp:
     return stamp
 
 
-def workflow_run(result: RunResult) -> pb.WorkflowRun:
+def workflow_run(result: RunResult, *, include_result_json: bool = False) -> pb.WorkflowRun:
+    """The run's message: its summary fields always, ``result_json`` (the whole result, encoded
+    here once) only when ``include_result_json`` — encoding it costs more than the rest."""
     message = pb.WorkflowRun(
         run_id=result.run_id,
         workflow_id=result.workflow_id,
@@ -58,8 +60,9 @@ def workflow_run(result: RunResult) -> pb.WorkflowRun:
         status=result.status,
         decision=run_decision(result) if result.ok else "",
         duration_ms=result.duration_s * 1000.0,
-        result_json=json.dumps(result.to_dict(), default=json_default),
     )
+    if include_result_json:
+        message.result_json = json.dumps(result.to_dict(), default=json_default)
     if result.error is not None:
         error = result.error
         message.error.CopyFrom(

@@ -3,7 +3,8 @@
 A reader thread takes a frame from the client only when fewer than ``window`` frames of the
 stream are in flight (read and not yet answered), so a client faster than the device is held
 back by HTTP/2 flow control instead of filling the device's memory; each frame runs on the
-server's bounded run pool. Results go out in the order the frames came. A frame that cannot be
+server's bounded run pool. Results go out in the order the frames came, each with
+``result_json`` only when its frame set ``include_result_json``. A frame that cannot be
 run (bad image, bad JSON, unknown workflow) gets a result with a ``problem`` and the stream goes
 on. When the call ends early (the client cancels, the deadline passes, the server stops) the
 runs in flight are cancelled.
@@ -135,9 +136,11 @@ class InspectStream:
             done: Future[pb.InspectResult] = Future()
             done.set_result(pb.InspectResult(frame_id=frame.frame_id, problem=problem(exc)))
             return done
-        return self._pool.submit(self._run, frame.frame_id, workflow_id, document)
+        return self._pool.submit(self._run, frame.frame_id, workflow_id, document, frame.include_result_json)
 
-    def _run(self, frame_id: int, workflow_id: str, document: dict[str, object]) -> pb.InspectResult:
+    def _run(
+        self, frame_id: int, workflow_id: str, document: dict[str, object], include_result_json: bool
+    ) -> pb.InspectResult:
         token = CancelToken()
         with self._tokens_lock:
             self._tokens.add(token)
@@ -145,7 +148,8 @@ class InspectStream:
             token.cancel("the Inspect call ended")
         try:
             result = self._host.run(workflow_id, document, cancel=token)
-            return pb.InspectResult(frame_id=frame_id, run=convert.workflow_run(result))
+            run = convert.workflow_run(result, include_result_json=include_result_json)
+            return pb.InspectResult(frame_id=frame_id, run=run)
         except DeviceApiError as exc:
             return pb.InspectResult(frame_id=frame_id, problem=problem(exc))
         finally:

@@ -94,7 +94,7 @@ class DeviceServicer(device_pb2_grpc.DeviceServiceServicer):
                     grpc.StatusCode.DEADLINE_EXCEEDED, f"run {result.run_id} cancelled at the deadline"
                 )
             context.abort(grpc.StatusCode.CANCELLED, f"run {result.run_id} cancelled: {token.reason}")
-        return convert.workflow_run(result)
+        return convert.workflow_run(result, include_result_json=request.include_result_json)
 
     def Inspect(
         self, request_iterator: Iterator[pb.InspectFrame], context: grpc.ServicerContext

@@ -70,6 +70,19 @@ def test_a_frame_that_cannot_run_gets_a_problem_and_the_stream_goes_on(stub: Stu
     ]
 
 
+def test_the_whole_result_comes_with_the_frames_that_ask_for_it(stub: Stub) -> None:
+    frames = [
+        pb.InspectFrame(frame_id=n, workflow_id="echo", input_json='{"n": 12}', include_result_json=n == 1)
+        for n in range(3)
+    ]
+    results = list(stub.Inspect(iter(frames)))
+    assert [r.run.decision for r in results] == ["reject"] * 3
+    assert [bool(r.run.result_json) for r in results] == [False, True, False]
+    whole = json.loads(results[1].run.result_json)
+    assert whole["run_id"] == results[1].run.run_id
+    assert whole["outputs"]["gate"]["threshold"] == 10
+
+
 def test_a_client_that_goes_away_frees_its_frames(stub: Stub, server: DeviceServer) -> None:
     release = threading.Event()
 

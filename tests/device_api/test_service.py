@@ -31,7 +31,9 @@ def test_the_socket_is_owner_and_group_only(server: DeviceServer) -> None:
 
 
 def test_run_workflow_returns_the_decision_and_the_whole_result(stub: Stub, agent: Agent) -> None:
-    run = stub.RunWorkflow(pb.RunWorkflowRequest(workflow_id="echo", input_json='{"n": 12}'))
+    run = stub.RunWorkflow(
+        pb.RunWorkflowRequest(workflow_id="echo", input_json='{"n": 12}', include_result_json=True)
+    )
     assert (run.workflow_id, run.workflow_version, run.status, run.decision) == (
         "echo",
         2,
@@ -46,11 +48,22 @@ def test_run_workflow_returns_the_decision_and_the_whole_result(stub: Stub, agen
     assert service.stats.runs == 1  # counted with the agent's own runs
 
 
+def test_run_workflow_sends_the_whole_result_only_when_asked(stub: Stub) -> None:
+    run = stub.RunWorkflow(pb.RunWorkflowRequest(workflow_id="echo", input_json='{"n": 12}'))
+    assert (run.status, run.decision, run.result_json) == ("succeeded", "reject", "")
+    assert run.run_id
+    assert run.duration_ms > 0
+
+
 def test_run_workflow_inspects_a_camera_frame_with_the_reference_model(stub: Stub) -> None:
     sample = SurfaceGenerator(4321).sample(0)
     ok, frame = cv2.imencode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
-    run = stub.RunWorkflow(pb.RunWorkflowRequest(workflow_id="surface_inspection", image=frame.tobytes()))
+    run = stub.RunWorkflow(
+        pb.RunWorkflowRequest(
+            workflow_id="surface_inspection", image=frame.tobytes(), include_result_json=True
+        )
+    )
     assert run.status == "succeeded", run.error
     assert run.decision in {"accept", "reject"}
     assert 0.0 <= json.loads(run.result_json)["outputs"]["gate"]["score"] <= 1.0

@@ -136,6 +136,7 @@ def test_a_frame_that_cannot_run_gets_an_error_and_the_stream_goes_on(client: Wo
     assert error.field == "image"
     assert results[2].result is not None
     assert results[2].result.decision == "reject"
+    assert results[2].result.outputs["facts"] == {"n": 30}  # the SDK asks for the whole result
 
 
 def test_an_error_of_the_callers_frames_is_raised_from_the_stream(client: WorkflowClient) -> None:
