@@ -153,6 +153,7 @@ class Agent:
             use_dla=inference.use_dla,
             dla_core=inference.dla_core or 0,
             cpu_threads=inference.cpu_threads,
+            cpu_spin_wait=inference.cpu_spin_wait,
             cache_dir=settings.data_dir / "engines",
         )
         self.runtime = ModelRuntime(

@@ -30,6 +30,9 @@ class BackendOptions:
     use_dla: bool = False
     dla_core: int = 0
     cpu_threads: int | None = None
+    cpu_spin_wait: bool = False
+    """Let CPU inference threads spin between operators instead of sleeping (ONNX Runtime's
+    ``session.intra_op.allow_spinning``)."""
     cache_dir: Path | None = None
     """Engine and timing caches (TensorRT, ONNX Runtime's TensorRT EP)."""
     calibration: Callable[[], Iterator[Mapping[str, np.ndarray]]] | None = field(default=None, compare=False)

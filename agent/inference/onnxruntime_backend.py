@@ -109,6 +109,9 @@ class OnnxRuntimeBackend:
         session_options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if options.cpu_threads:
             session_options.intra_op_num_threads = options.cpu_threads
+        spin = "1" if options.cpu_spin_wait else "0"
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         session_options.log_severity_level = 3
         provider = _PROVIDERS[self.name]
         providers: list[Any] = [(provider, _provider_options(self.name, options))]

@@ -97,6 +97,14 @@ class InferenceSpec(_Section):
     cpu_threads: int | None = Field(
         None, ge=1, description="Threads for CPU inference; null leaves the library's default."
     )
+    cpu_spin_wait: bool = Field(
+        False,
+        description=(
+            "Let CPU inference threads spin between operators instead of sleeping: lower latency "
+            "for a single stream on otherwise idle cores, CPU taken from decoding and the other "
+            "workers when several runs share the cores (docs/benchmarks.md)."
+        ),
+    )
 
     @field_validator("backends")
     @classmethod

@@ -35,6 +35,7 @@ def render_text(detection: Detection) -> str:
         f"  workspace_mb:   {inf.workspace_mb if inf.workspace_mb is not None else '-'}",
         f"  dla:            {dla} ({hw.dla_cores} available)",
         f"  cpu_threads:    {inf.cpu_threads if inf.cpu_threads is not None else 'library default'}",
+        f"  cpu_spin_wait:  {'on' if inf.cpu_spin_wait else 'off'}",
         f"service limits: MemoryMax={svc.memory_max_mb}M MemoryHigh={svc.memory_high_mb}M "
         f"CPUQuota={svc.cpu_quota_percent}% TasksMax={svc.tasks_max}",
     ]

@@ -35,6 +35,16 @@ def test_onnxruntime_cpu_runs_a_batch(store: ModelStore) -> None:
     np.testing.assert_allclose(out["total"], [[12.0]] * 3)
 
 
+@pytest.mark.parametrize(("spin", "entry"), [(False, "0"), (True, "1")])
+def test_cpu_threads_sleep_between_operators_unless_the_profile_says_spin(
+    store: ModelStore, spin: bool, entry: str
+) -> None:
+    session = OnnxRuntimeBackend().load(store.resolve("affine"), BackendOptions(cpu_spin_wait=spin))
+    options = session._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == entry
+
+
 def test_gpu_providers_say_why_they_are_unavailable_on_a_cpu_build() -> None:
     reason = OnnxRuntimeBackend("onnxruntime-cuda").unavailable_reason()
     assert reason is not None
