@@ -175,9 +175,14 @@ def test_the_demo_promotes_v2_and_aborts_v3_at_canary(tmp_path: Path) -> None:
     from controlplane.demo.story import StoryOptions, run_story
 
     before = {t.ident for t in threading.enumerate()}
-    console = Console(record=True, width=160)
-    code = run_story(StoryOptions(tmp_path / "fleet"), console)
-    text = console.export_text()
+    for attempt in (1, 2):
+        console = Console(record=True, width=160)
+        code = run_story(StoryOptions(tmp_path / f"fleet-{attempt}"), console)
+        text = console.export_text()
+        if code == 0 or "✗ v2 promoted (aborted)" not in text:
+            break
+        # The one documented way for a correct demo to fail (docs/demo.md): v2's cohorts differed
+        # by chance, p < 0.01, in 1-2 % of runs. Once more: both runs failing that way is ~1e-4.
     assert code == 0, text
     assert "✓ v2 promoted (promoted)" in text
     assert "✓ v3 aborted at canary (aborted at canary)" in text
