@@ -159,7 +159,7 @@ def test_progress_and_summary_render_the_documented_shapes() -> None:
         "on candidate 2/6",
         "candidate 180, baseline 420",
         "(min 300)",
-        "defect_rate_shift -13.2 pt |x| ≤ 5 (n=180) ✗",
+        "defect_rate_shift -13.2 pts |x| ≤ 5 (n=180) ✗",
         "abort",
         "controller",
     ]
