@@ -58,6 +58,11 @@ class ControlPlaneSettings(BaseSettings):
         None, description="Mosquitto's password file, rewritten when devices enroll or leave."
     )
     broker_pid_file: Path | None = Field(None, description="Mosquitto's pid file: SIGHUP after a rewrite.")
+    broker_crl_file: Path | None = Field(
+        None,
+        description="The broker's crlfile (mutual TLS): rewritten with every decommissioned device's "
+        "certificate after each decommission, then SIGHUP.",
+    )
     mqtt_max_payload: int = Field(
         1024 * 1024, gt=0, description="Larger MQTT payloads are dropped and counted."
     )

@@ -245,11 +245,10 @@ class MqttTestClient:
         if self._loop_started:
             self.client.loop_stop()
             self._loop_started = False
-        # a refused connection leaves paho's socket behind; close it so no ResourceWarning follows
-        sock = self.client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        # a refused connection leaves paho's socket (and its wake-up socket pair) behind; close them so
+        # no ResourceWarning follows when the client is collected
+        with contextlib.suppress(OSError):
+            self.client._reset_sockets()
 
     def __enter__(self) -> MqttTestClient:
         return self

@@ -84,11 +84,21 @@ class Services:
         return CertificateAuthority.load_or_create(self.settings.data_dir / "ca")
 
     def broker_users_changed(self) -> None:
-        """After an enrollment or a decommission: update the broker's password file, if we keep it."""
+        """After an enrollment or a decommission: update the broker's password file and its
+        certificate revocation list, those of them we keep."""
         if self.settings.broker_password_file is not None:
             from controlplane.broker.users import sync_password_file
 
             sync_password_file(self.db, self.settings.broker_password_file, self.settings.broker_pid_file)
+        if self.settings.broker_crl_file is not None:
+            from controlplane.broker.users import sync_crl
+
+            sync_crl(
+                self.db,
+                self.certificate_authority(),
+                self.settings.broker_crl_file,
+                self.settings.broker_pid_file,
+            )
 
     def clear_desired(self, device_id: str) -> None:
         """Remove a retired device's retained desired state from the broker."""

@@ -17,6 +17,7 @@ import ipaddress
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -343,6 +344,31 @@ class CertificateAuthority:
         )
         return certificate.public_bytes(serialization.Encoding.PEM)
 
+    def issue_crl(self, revoked: Iterable[tuple[str, datetime]]) -> bytes:
+        """A certificate revocation list (PEM) naming ``revoked``: (serial number in hex, as
+        :func:`certificate_serial` gives it, and when it was revoked). It is valid until the CA
+        itself expires: the broker reads the file the control plane rewrites, so there is no
+        distribution point to refresh, and an expired list would make Mosquitto refuse everyone."""
+        now = _now()
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self._certificate.subject)
+            .last_update(now)
+            .next_update(max(self._certificate.not_valid_after_utc, now + timedelta(days=1)))
+        )
+        for serial, when in sorted(revoked):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(when).build()
+            )
+        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    def write_crl(self, path: Path, revoked: Iterable[tuple[str, datetime]]) -> Path:
+        """Replace ``path`` with :meth:`issue_crl` atomically (mode 0644: it holds no secret), so a
+        broker reloading on SIGHUP reads the old list or the new one."""
+        atomic_write(path, self.issue_crl(revoked))
+        path.chmod(0o644)
+        return path
+
     def issue_client_cert(self, common_name: str, *, days: int = 365) -> tuple[bytes, bytes]:
         """A fresh EC P-256 key and a clientAuth certificate for ``CN=<common_name>``:
         ``(cert_pem, key_pem)``. For the control plane's own MQTT connection under mutual TLS, made
@@ -375,3 +401,8 @@ class CertificateAuthority:
             atomic_write(path, pem)
             path.chmod(0o644)
         return files
+
+
+def certificate_serial(pem: bytes) -> str:
+    """The serial number of a PEM certificate in lower-case hex (as a device's row keeps it)."""
+    return format(x509.load_pem_x509_certificate(pem).serial_number, "x")

@@ -9,11 +9,14 @@ authenticates with a certificate from that CA (its CN is its username), the cont
 its client certificate and key are written under ``<data dir>/mqtt/``.
 
 Device users come from the control plane's database: :func:`generate_broker_config` takes them as
-``users``.
+``users``. With ``--require-certificate`` it also writes ``crl.pem``, the certificates of
+decommissioned devices, which the control plane rewrites after each decommission when
+``EDGEFLEET_BROKER_CRL_FILE`` names it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import pwd
@@ -21,6 +24,7 @@ import secrets
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -89,16 +93,19 @@ def generate_broker_config(
     control_plane_user: str = CONTROL_PLANE_USER,
     control_plane_password: str | None = None,
     users: Iterable[BrokerUser] = (),
+    revoked: Iterable[tuple[str, datetime]] = (),
     broker_user: str | None = None,
     persistence_dir: Path | None = None,
 ) -> BrokerConfigResult:
     """Write the broker's configuration into ``out`` (see the module's docstring).
 
     ``users``: the devices' password-file entries (from the control plane's database); the control
-    plane's own entry is added here. ``broker_user``: the system user Mosquitto runs as when started
-    as root (``user`` in the conf; unset: Mosquitto's default, ``mosquitto``); run as root, this
-    gives that user the files it must read and the persistence directory. ``port`` defaults to 8883
-    with TLS, 1883 without; ``bind=None`` listens on every interface.
+    plane's own entry is added here. ``revoked``: the decommissioned devices' certificates (serial,
+    time), written to ``crl.pem`` for the broker when ``require_certificate``. ``broker_user``: the
+    system user Mosquitto runs as when started as root (``user`` in the conf; unset: Mosquitto's
+    default, ``mosquitto``); run as root, this gives that user the files it must read and the
+    persistence directory. ``port`` defaults to 8883 with TLS, 1883 without; ``bind=None`` listens
+    on every interface.
     """
     check_username(control_plane_user)
     tls = tls or require_certificate
@@ -142,6 +149,7 @@ def generate_broker_config(
         names, ips = _split_hosts(hosts or ["localhost", socket.gethostname(), "127.0.0.1"])
         tls_files = ca.write_server_files(out, list(dict.fromkeys(names)), ips, owner_uid=owner_uid)
         if require_certificate:
+            tls_files = dataclasses.replace(tls_files, crlfile=ca.write_crl(out / "crl.pem", revoked))
             client_dir = data_dir / "mqtt"
             client_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             client_certfile = client_dir / "client.crt"
@@ -220,13 +228,15 @@ def broker_config(
 
     settings = load_settings()
     users: list[BrokerUser] = []
+    revoked: list[tuple[str, datetime]] = []
     if settings.database_url or (settings.data_dir / "controlplane.db").exists():
-        from controlplane.broker.users import device_users
+        from controlplane.broker.users import device_users, revoked_certificates
         from controlplane.store import Database
 
         db = Database(settings.resolved_database_url)
         try:
             users = device_users(db)
+            revoked = revoked_certificates(db)
         finally:
             db.dispose()
     try:
@@ -243,6 +253,7 @@ def broker_config(
             broker_user=broker_user,
             persistence_dir=persistence_dir,
             users=users,
+            revoked=revoked,
         )
     except ValueError as exc:
         typer.echo(f"edgefleet: {exc}", err=True)

@@ -170,6 +170,8 @@ class TlsFiles:
     cafile: Path
     certfile: Path
     keyfile: Path
+    crlfile: Path | None = None
+    """Client certificates the CA revoked (decommissioned devices); used with mutual TLS."""
 
 
 def render_password_file(users: Iterable[BrokerUser]) -> str:
@@ -289,6 +291,11 @@ def render_mosquitto_conf(
                 "require_certificate true",
                 "use_identity_as_username true",
             ]
+            if tls.crlfile is not None:
+                lines += [
+                    "# Certificates of decommissioned devices: their handshakes fail. Reread on SIGHUP.",
+                    f"crlfile {_conf_path(tls.crlfile)}",
+                ]
     lines += [""]
     if password_file is not None:
         lines.append(f"password_file {_conf_path(password_file)}")

@@ -20,6 +20,7 @@ Errors::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -27,7 +28,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -209,6 +212,9 @@ class MosquittoBroker:
         tls_files = tls if isinstance(tls, TlsFiles) else None
         if ca is not None:
             tls_files = ca.write_server_files(base_dir / "tls", ["localhost"], [HOST])
+            if require_certificate:  # an empty revocation list, which :meth:`revoke` rewrites
+                crlfile = ca.write_crl(base_dir / "tls" / "crl.pem", [])
+                tls_files = dataclasses.replace(tls_files, crlfile=crlfile)
         broker = cls(
             base_dir,
             port=0,
@@ -325,6 +331,14 @@ class MosquittoBroker:
             time.sleep(0.005)
 
     # -- TLS ---------------------------------------------------------------------------------------
+
+    def revoke(self, revoked: Iterable[tuple[str, datetime]]) -> None:
+        """Replace the broker's certificate revocation list with ``revoked`` (serial in hex, time)
+        and reload: new connections with those certificates fail their handshake."""
+        if self.ca is None or self.tls_files is None or self.tls_files.crlfile is None:
+            raise MosquittoError("this broker has no revocation list (needs a CA and require_certificate)")
+        self.ca.write_crl(self.tls_files.crlfile, revoked)
+        self.reload()
 
     def client_tls(self, common_name: str | None = None) -> ClientTls:
         """The TLS settings of a client: the CA alone, or with ``common_name`` also a client

@@ -14,13 +14,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from controlplane.broker.config import BrokerUser, render_password_file
-from controlplane.store import Database
+from controlplane.store import Database, as_utc
 from controlplane.store.schema import devices
+
+if TYPE_CHECKING:
+    from controlplane.broker.ca import CertificateAuthority
 
 log = logging.getLogger("edgefleet.controlplane.broker")
 
@@ -59,9 +64,44 @@ def sync_password_file(db: Database, password_file: Path, pid_file: Path | None 
     entries = _kept_entries(password_file, every_device) + users
     atomic_write(password_file, render_password_file(entries).encode("utf-8"))
     os.chmod(password_file, 0o600)
-    if pid_file is not None:
-        try:
-            os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
-        except (OSError, ValueError) as exc:
-            log.warning("could not make the broker reload %s (pid file %s): %s", password_file, pid_file, exc)
+    reload_broker(pid_file, password_file)
     return len(users)
+
+
+def revoked_certificates(db: Database) -> list[tuple[str, datetime]]:
+    """(serial in hex, decommission time) of every decommissioned device's client certificate."""
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(devices.c.certificate_serial, devices.c.decommissioned_at, devices.c.enrolled_at)
+            .where(devices.c.status == "decommissioned", devices.c.certificate_serial.is_not(None))
+            .order_by(devices.c.certificate_serial)
+        ).all()
+    revoked = []
+    for serial, gone, enrolled in rows:
+        when = as_utc(gone or enrolled)  # enrolled_at: a device decommissioned before the time was kept
+        assert when is not None  # enrolled_at is NOT NULL
+        revoked.append((str(serial), when))
+    return revoked
+
+
+def sync_crl(
+    db: Database, authority: CertificateAuthority, crl_file: Path, pid_file: Path | None = None
+) -> int:
+    """Rewrite ``crl_file`` from the database (every decommissioned device's certificate) and
+    make the broker reread it; returns the number of revoked certificates. Mosquitto applies it
+    to new connections: a device already connected keeps its session until it drops."""
+    revoked = revoked_certificates(db)
+    authority.write_crl(crl_file, revoked)
+    reload_broker(pid_file, crl_file)
+    return len(revoked)
+
+
+def reload_broker(pid_file: Path | None, changed: Path) -> None:
+    """SIGHUP to the broker in ``pid_file`` (nothing without one); a failure is logged, not raised:
+    the file is written, and the broker reads it at its next reload or start."""
+    if pid_file is None:
+        return
+    try:
+        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        log.warning("could not make the broker reload %s (pid file %s): %s", changed, pid_file, exc)

@@ -38,6 +38,8 @@ devices = sa.Table(
     sa.Column("online", sa.Boolean),  # from the device's retained MQTT status; None until it reports
     sa.Column("status_at", Time),
     sa.Column("mqtt_password_hash", sa.String(256)),  # Mosquitto password-file format, never plaintext
+    sa.Column("certificate_serial", sa.String(64)),  # hex serial of the MQTT client certificate, if any
+    sa.Column("decommissioned_at", Time),
 )
 
 groups = sa.Table(

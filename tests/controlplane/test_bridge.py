@@ -288,6 +288,57 @@ def test_enrollment_signs_the_devices_csr_for_mutual_tls(
     assert retry.status_code == 201  # the refused CSR did not use the token up
 
 
+def test_a_decommissioned_devices_certificate_is_revoked_at_the_broker(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from agent.sync.csr import make_key_and_csr
+    from controlplane.broker.ca import CertificateAuthority
+
+    data_dir = tmp_path / "cp"
+    authority = CertificateAuthority.load_or_create(data_dir / "ca")  # the CA the control plane uses
+    broker = MosquittoBroker.start(tmp_path / "broker", tls=authority, require_certificate=True)
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(str(broker.pid))
+    assert broker.tls_files is not None
+    assert broker.tls_files.crlfile is not None
+    settings = ControlPlaneSettings(
+        data_dir=data_dir, broker_crl_file=broker.tls_files.crlfile, broker_pid_file=pid_file
+    )
+    try:
+        with live_control_plane(settings) as live:
+            tls, cert_serials = {}, {}
+            for device in ("cam-1", "cam-2"):
+                key_pem, csr_pem = make_key_and_csr(device)
+                token = live.admin().post("/api/v1/enrollment-tokens", json={}).json()["token"]
+                enrolled = live.client().post(
+                    "/api/v1/enroll", json={"token": token, "device_id": device, "csr": csr_pem.decode()}
+                )
+                assert enrolled.status_code == 201, enrolled.text
+                cert_pem = enrolled.json()["mqtt"]["client_certificate"].encode()
+                cert_serials[device] = x509.load_pem_x509_certificate(cert_pem).serial_number
+                tls[device] = broker.write_client_files(device, cert_pem, key_pem)
+                with MqttTestClient(broker, tls=tls[device], client_id=f"{device}-first") as client:
+                    assert not client.connect().is_failure
+
+            live.admin().post("/api/v1/devices/cam-1/decommission").raise_for_status()
+            # the control plane rewrote the broker's CRL and made it reload: cam-1's handshake fails
+            crl = x509.load_pem_x509_crl(broker.tls_files.crlfile.read_bytes())
+            assert [r.serial_number for r in crl] == [cert_serials["cam-1"]]
+
+            def refused() -> bool:
+                with MqttTestClient(broker, tls=tls["cam-1"], client_id="cam-1-again") as client:
+                    try:
+                        return client.connect().is_failure
+                    except OSError:  # the handshake failed: "certificate revoked"
+                        return True
+
+            assert wait_for(refused)  # once the broker has handled its SIGHUP
+            with MqttTestClient(broker, tls=tls["cam-2"], client_id="cam-2-again") as still:
+                assert not still.connect().is_failure
+    finally:
+        broker.stop()
+
+
 def test_two_replicas_share_the_ingest_without_double_counting(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:

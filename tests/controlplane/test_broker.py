@@ -18,6 +18,7 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 from typer.testing import CliRunner
 
 from agent.sync.csr import make_key_and_csr
-from controlplane.broker.ca import CertificateAuthority, CertificateAuthorityError, CsrRejected
+from controlplane.broker.ca import (
+    CertificateAuthority,
+    CertificateAuthorityError,
+    CsrRejected,
+    certificate_serial,
+)
 from controlplane.broker.config import (
     CONTROL_PLANE_USER,
     BrokerUser,
@@ -550,6 +556,44 @@ def test_csr_claiming_another_cn_gets_the_device_id(
         assert dev.publish(device_topic("dev-b", "desired"), b"forged") == NOT_AUTHORIZED
         assert dev.publish(device_topic("dev-a", "status"), b"sentinel") == 0
         assert topics(receive_until(cp, b"sentinel")) == [device_topic("dev-a", "status")]
+
+
+def test_a_revoked_certificate_cannot_connect_again_and_the_others_can(
+    mosquitto_tls: MosquittoBroker,  # noqa: F811
+    mosquitto_ca: CertificateAuthority,  # noqa: F811
+) -> None:
+    broker = mosquitto_tls
+    certificates = {}
+    for device in ("dev-a", "dev-b"):
+        key_pem, csr_pem = make_key_and_csr(device)
+        cert_pem = mosquitto_ca.sign_csr(csr_pem, device)
+        certificates[device] = (
+            certificate_serial(cert_pem),
+            broker.write_client_files(device, cert_pem, key_pem),
+        )
+    for _serial, tls in certificates.values():
+        with MqttTestClient(broker, tls=tls) as dev:
+            assert dev.connect() == 0
+
+    broker.revoke([(certificates["dev-a"][0], datetime.now(UTC))])  # dev-a decommissioned
+    with MqttTestClient(broker, tls=certificates["dev-a"][1]) as dev, pytest.raises(OSError):  # noqa: PT011
+        dev.connect()  # the handshake fails: "certificate revoked"
+    with MqttTestClient(broker, tls=certificates["dev-b"][1]) as dev:
+        assert dev.connect() == 0
+
+
+def test_the_crl_names_exactly_the_revoked_serials_and_the_ca_signed_it(
+    mosquitto_ca: CertificateAuthority,  # noqa: F811
+) -> None:
+    when = datetime(2026, 11, 26, 1, 30, tzinfo=UTC)
+    crl = x509.load_pem_x509_crl(mosquitto_ca.issue_crl([("1f", when), ("abc123", when)]))
+    assert crl.is_signature_valid(mosquitto_ca.certificate.public_key())
+    assert sorted(r.serial_number for r in crl) == [0x1F, 0xABC123]
+    assert crl.next_update_utc is not None
+    assert crl.next_update_utc >= mosquitto_ca.certificate.not_valid_after_utc
+    assert x509.load_pem_x509_crl(mosquitto_ca.issue_crl([])).is_signature_valid(
+        mosquitto_ca.certificate.public_key()
+    )
 
 
 def test_tls_client_without_certificate_is_refused(mosquitto_tls: MosquittoBroker) -> None:  # noqa: F811

@@ -313,13 +313,14 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
     now = utcnow()
     device_id = body.device_id or f"dev-{new_token('device').id[:12]}"
     credential = new_token("device")
-    client_certificate = ca_certificate = None
+    client_certificate = ca_certificate = serial = None
     if body.csr is not None:
-        from controlplane.broker.ca import CsrRejected
+        from controlplane.broker.ca import CsrRejected, certificate_serial
 
         authority = svc.certificate_authority()
         try:
             client_certificate = authority.sign_csr(body.csr.encode(), device_id).decode()
+            serial = certificate_serial(client_certificate.encode())
         except CsrRejected as exc:
             raise Problem(422, f"body.csr: {exc}", type="validation") from exc
         ca_certificate = authority.ca_pem.decode()
@@ -354,6 +355,7 @@ def enroll(body: EnrollRequest, svc: ServicesDep) -> Enrolled:
         device = {
             "id": device_id,
             "mqtt_password_hash": password_hash(mqtt_password),
+            "certificate_serial": serial,
             "labels": {**details.get("labels", {}), **body.labels},
             "profile": body.profile or details.get("profile"),
             "hostname": body.hostname,
@@ -510,7 +512,7 @@ def decommission_device(
         ensure_item(caller, "devices", "delete", row["labels"])
         if row["status"] == "decommissioned":
             raise Problem(409, f"device '{device_id}' is already decommissioned", type="conflict")
-        changes = {"status": "decommissioned", "revision": row["revision"] + 1}
+        changes = {"status": "decommissioned", "decommissioned_at": now, "revision": row["revision"] + 1}
         conn.execute(devices.update().where(devices.c.id == device_id).values(**changes))
         conn.execute(
             tokens.update()
