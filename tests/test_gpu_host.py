@@ -66,7 +66,7 @@ def test_metrics_expose_each_gpu(tmp_path: Path) -> None:
 def test_the_reference_model_is_served_by_the_first_backend_this_host_runs(tmp_path: Path) -> None:
     profile = select_profile(load_profiles(bundled_profiles_dir()), DeviceFacts.probe(), None).profile
     backends = make_backends(profile.inference.backends)
-    missing = {b.name: b.unavailable_reason() for b in backends if b.unavailable_reason() is not None}
+    missing = {b.name for b in backends if b.unavailable_reason() is not None}
     store = ModelStore(tmp_path / "models")
     record = store.install(REPO / "models" / "surface_inspection_v1.onnx", "surface_inspection", "1")
     options = BackendOptions(precision="fp32", max_batch=1, workspace_mb=256, cache_dir=tmp_path / "engines")

@@ -83,14 +83,14 @@ class Services:
 
         return CertificateAuthority.load_or_create(self.settings.data_dir / "ca")
 
-    def broker_users_changed(self) -> None:
-        """After an enrollment or a decommission: update the broker's password file and its
-        certificate revocation list, those of them we keep."""
+    def broker_users_changed(self, *, revoked: bool = False) -> None:
+        """After an enrollment, or a decommission (``revoked``): update the broker's password
+        file and, after a decommission, its certificate revocation list, those of them we keep."""
         if self.settings.broker_password_file is not None:
             from controlplane.broker.users import sync_password_file
 
             sync_password_file(self.db, self.settings.broker_password_file, self.settings.broker_pid_file)
-        if self.settings.broker_crl_file is not None:
+        if revoked and self.settings.broker_crl_file is not None:
             from controlplane.broker.users import sync_crl
 
             sync_crl(

@@ -529,7 +529,7 @@ def decommission_device(
             after=after,
         )
     svc.clear_desired(device_id)
-    svc.broker_users_changed()
+    svc.broker_users_changed(revoked=True)
     return _device_out(after)
 
 
